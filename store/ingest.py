@@ -1,0 +1,478 @@
+"""Validated, idempotent writes to the event log and the catalog.
+
+``ingest_events`` writes a batch in ONE transaction: either every new event is committed or,
+when any row is bad, nothing is written and :class:`IngestError` lists every bad row with its
+number (0-based position in the input) and the reason. Re-sending an event (same ``event_id``)
+is a no-op counted in ``duplicates``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Iterable, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import and_, func, select
+
+from .db import get_engine, utc_naive
+from .schema import (EVENT_TYPES, Event, Impression, Item, LiveWindow, Stream, StreamItem, User)
+
+log = logging.getLogger(__name__)
+
+EVENT_COLUMNS = ["event_id", "user_id", "ts", "type", "stream_id", "item_id", "request_id",
+                 "position", "page", "value"]
+REQUIRED_COLUMNS = ["event_id", "user_id", "ts", "type"]
+NEEDS_STREAM = {"impression", "click", "watch"}
+NEEDS_ITEM = {"item_click", "purchase"}
+NEEDS_VALUE = {"watch", "purchase"}
+_CHUNK = 900            # ids per IN (...) query: below SQLite's 999-parameter floor
+
+
+class RowError(NamedTuple):
+    row: int
+    field: str
+    reason: str
+
+
+class IngestError(ValueError):
+    """A batch was rejected; nothing was written. ``errors`` lists every bad row."""
+
+    def __init__(self, errors: Sequence[RowError]):
+        self.errors = sorted(errors)
+        head = "; ".join(f"row {e.row}: {e.field}: {e.reason}" for e in self.errors[:20])
+        more = f" (and {len(self.errors) - 20} more)" if len(self.errors) > 20 else ""
+        rows = len({e.row for e in self.errors})
+        super().__init__(f"{rows} bad row(s), nothing written: {head}{more}")
+
+    def as_dicts(self) -> list[dict]:
+        return [e._asdict() for e in self.errors]
+
+
+@dataclass
+class IngestResult:
+    received: int
+    inserted: int
+    duplicates: int
+    inserted_event_ids: Optional[list] = None
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("inserted_event_ids")
+        return d
+
+
+# ----------------------------------------------------------------------------- validation
+def _int_column(s: pd.Series, name: str, errors: list, *, required: bool, minimum: int = 0) -> pd.Series:
+    """Coerce to nullable Int64, recording a RowError for every value that is not an integer."""
+    out = pd.Series(pd.array([None] * len(s), dtype="Int64"), index=s.index)
+    if pd.api.types.is_bool_dtype(s.dtype):
+        for i in range(len(s)):
+            errors.append(RowError(i, name, "must be an integer, got a boolean"))
+        return out
+    if pd.api.types.is_integer_dtype(s.dtype):
+        out = s.astype("Int64")
+    elif pd.api.types.is_float_dtype(s.dtype):
+        vals = s.to_numpy(dtype=float)
+        ok = np.isnan(vals) | (np.isfinite(vals) & (np.floor(vals) == vals) & (np.abs(vals) < 2**62))
+        for i in np.flatnonzero(~ok):
+            errors.append(RowError(int(i), name, f"must be an integer, got {vals[i]!r}"))
+        clean = np.where(ok, vals, np.nan)
+        out = pd.Series(pd.array([None if math.isnan(v) else int(v) for v in clean], dtype="Int64"), index=s.index) \
+            if len(clean) < 5000 else pd.Series(clean, index=s.index).astype("Int64")
+    else:
+        vals = []
+        for i, v in enumerate(s.tolist()):
+            if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+                vals.append(None)
+            elif isinstance(v, bool) or isinstance(v, np.bool_):
+                errors.append(RowError(i, name, "must be an integer, got a boolean"))
+                vals.append(None)
+            elif isinstance(v, (int, np.integer)):
+                if abs(int(v)) >= 2**63:
+                    errors.append(RowError(i, name, "integer out of range"))
+                    vals.append(None)
+                else:
+                    vals.append(int(v))
+            elif isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer():
+                vals.append(int(v))
+            else:
+                errors.append(RowError(i, name, f"must be an integer, got {type(v).__name__} {v!r:.40}"))
+                vals.append(None)
+        out = pd.Series(pd.array(vals, dtype="Int64"), index=s.index)
+    null = out.isna().to_numpy()
+    if required:
+        bad_rows = {e.row for e in errors if e.field == name}
+        for i in np.flatnonzero(null):
+            if int(i) not in bad_rows:
+                errors.append(RowError(int(i), name, "is required"))
+    below = (~null) & (out.fillna(minimum).to_numpy(dtype=np.int64) < minimum)
+    for i in np.flatnonzero(below):
+        errors.append(RowError(int(i), name, f"must be >= {minimum}, got {out.iloc[i]}"))
+    return out
+
+
+def _str_column(s: pd.Series, name: str, errors: list, *, required: bool, max_len: int) -> pd.Series:
+    vals = []
+    for i, v in enumerate(s.tolist()):
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+            if required:
+                errors.append(RowError(i, name, "is required"))
+            vals.append(None)
+        elif isinstance(v, str) or (isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and name != "type"):
+            v = str(v)
+            if required and not v.strip():
+                errors.append(RowError(i, name, "must not be empty"))
+            elif len(v) > max_len:
+                errors.append(RowError(i, name, f"longer than {max_len} characters"))
+            vals.append(v)
+        else:
+            errors.append(RowError(i, name, f"must be a string, got {type(v).__name__}"))
+            vals.append(None)
+    return pd.Series(vals, index=s.index, dtype=object)
+
+
+def _ts_column(s: pd.Series, errors: list) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        ts = s if getattr(s.dt, "tz", None) is not None else s.dt.tz_localize("UTC")
+        ts = ts.dt.tz_convert("UTC")
+        for i in np.flatnonzero(ts.isna().to_numpy()):
+            errors.append(RowError(int(i), "ts", "is required"))
+        return ts.astype("datetime64[us, UTC]")
+    out = []
+    for i, v in enumerate(s.tolist()):
+        try:
+            if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+                raise ValueError("is required")
+            if isinstance(v, (bool, np.bool_)):
+                raise ValueError("must be an ISO-8601 time or epoch seconds, got a boolean")
+            if isinstance(v, (int, float, np.integer, np.floating)):
+                if not math.isfinite(v) or not (0 <= v < 32503680000):
+                    raise ValueError(f"epoch seconds out of range: {v!r}")
+                t = pd.Timestamp(float(v), unit="s", tz="UTC")
+            elif isinstance(v, (str, datetime, pd.Timestamp)):
+                t = pd.Timestamp(v)
+                if pd.isna(t):
+                    raise ValueError("is required")
+                t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+                if not (1970 <= t.year < 3000):
+                    raise ValueError(f"year out of range: {v!r}")
+            else:
+                raise ValueError(f"must be an ISO-8601 time or epoch seconds, got {type(v).__name__}")
+            out.append(t)
+        except (ValueError, TypeError, OverflowError) as exc:
+            msg = str(exc)
+            if "is required" not in msg and not msg.startswith(("must", "epoch", "year")):
+                msg = f"not a valid time: {v!r:.40}"
+            errors.append(RowError(i, "ts", msg))
+            out.append(pd.NaT)
+    return pd.Series(pd.to_datetime(out, utc=True), index=s.index).astype("datetime64[us, UTC]")
+
+
+def _float_column(s: pd.Series, name: str, errors: list) -> pd.Series:
+    if pd.api.types.is_bool_dtype(s.dtype):
+        for i in range(len(s)):
+            errors.append(RowError(i, name, "must be a number, got a boolean"))
+        return pd.Series(np.nan, index=s.index)
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        vals = s.to_numpy(dtype=float)
+    else:
+        vals = np.full(len(s), np.nan)
+        for i, v in enumerate(s.tolist()):
+            if v is None or v is pd.NA:
+                continue
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+                errors.append(RowError(i, name, f"must be a number, got {type(v).__name__}"))
+                continue
+            vals[i] = float(v)
+    bad = np.isinf(vals) | (vals < 0)
+    for i in np.flatnonzero(bad):
+        errors.append(RowError(int(i), name, f"must be a finite number >= 0, got {vals[i]!r}"))
+    return pd.Series(vals, index=s.index)
+
+
+def validate_events(rows: Union[pd.DataFrame, Sequence[dict]]) -> tuple[pd.DataFrame, list[RowError]]:
+    """Normalise a batch to EVENT_COLUMNS with proper dtypes; return (frame, errors).
+
+    Catalog references (stream_id / item_id known) are checked by :func:`ingest_events`,
+    which has the database at hand.
+    """
+    errors: list[RowError] = []
+    if isinstance(rows, pd.DataFrame):
+        df = rows.reset_index(drop=True)
+    else:
+        rows = list(rows)
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict):
+                errors.append(RowError(i, "*", f"an event must be an object, got {type(r).__name__}"))
+                continue
+            for key in r:
+                if key not in EVENT_COLUMNS:
+                    errors.append(RowError(i, str(key)[:40], f"unknown field (allowed: {', '.join(EVENT_COLUMNS)})"))
+        df = pd.DataFrame([r if isinstance(r, dict) else {} for r in rows])
+    n = len(df)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing and n:
+        if isinstance(rows, pd.DataFrame):
+            raise IngestError([RowError(0, c, "column is missing") for c in missing])
+    for c in EVENT_COLUMNS:
+        if c not in df.columns:
+            df[c] = None
+    out = pd.DataFrame(index=df.index)
+    out["event_id"] = _str_column(df["event_id"], "event_id", errors, required=True, max_len=128)
+    out["user_id"] = _int_column(df["user_id"], "user_id", errors, required=True)
+    out["ts"] = _ts_column(df["ts"], errors)
+    out["type"] = _str_column(df["type"], "type", errors, required=True, max_len=16)
+    out["stream_id"] = _int_column(df["stream_id"], "stream_id", errors, required=False)
+    out["item_id"] = _int_column(df["item_id"], "item_id", errors, required=False)
+    out["request_id"] = _str_column(df["request_id"], "request_id", errors, required=False, max_len=64)
+    out["position"] = _int_column(df["position"], "position", errors, required=False, minimum=1)
+    out["page"] = _str_column(df["page"], "page", errors, required=False, max_len=32)
+    out["value"] = _float_column(df["value"], "value", errors)
+
+    typ = out["type"]
+    known = typ.isin(EVENT_TYPES) | typ.isna()
+    for i in np.flatnonzero(~known.to_numpy()):
+        errors.append(RowError(int(i), "type", f"unknown event type {typ.iloc[i]!r:.40}; one of {', '.join(EVENT_TYPES)}"))
+    bad_fields = {(e.row, e.field) for e in errors}
+    for i, (t, sid, iid, val) in enumerate(zip(typ.tolist(), out["stream_id"].isna().tolist(),
+                                                out["item_id"].isna().tolist(), out["value"].isna().tolist())):
+        if t in NEEDS_STREAM and sid and (i, "stream_id") not in bad_fields:
+            errors.append(RowError(i, "stream_id", f"is required for {t} events"))
+        if t in NEEDS_ITEM and iid and (i, "item_id") not in bad_fields:
+            errors.append(RowError(i, "item_id", f"is required for {t} events"))
+        if t in NEEDS_VALUE and val and (i, "value") not in bad_fields:
+            errors.append(RowError(i, "value", f"is required for {t} events ({'seconds watched' if t == 'watch' else 'amount paid'})"))
+    return out[EVENT_COLUMNS], errors
+
+
+# ----------------------------------------------------------------------------- writes
+def _dialect_insert(engine, table):
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def _existing(conn, column, values: Sequence) -> set:
+    found: set = set()
+    for part in _chunks(list(values)):
+        found.update(conn.execute(select(column).where(column.in_(part))).scalars())
+    return found
+
+
+def _none_if_na(v):
+    return None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def ingest_events(database_url: str, rows: Union[pd.DataFrame, Sequence[dict]], *,
+                  model_version: Optional[str] = None, progress: bool = False,
+                  return_ids: bool = False) -> IngestResult:
+    """Validate and write a batch of events in one transaction (see module docstring)."""
+    t0 = time.perf_counter()
+    df, errors = validate_events(rows)
+    received = len(df)
+    if received == 0 and not errors:
+        return IngestResult(0, 0, 0, [] if return_ids else None)
+    engine = get_engine(database_url)
+    with engine.begin() as conn:
+        # catalog references, checked before anything is written
+        for col, model_col, label in (("stream_id", Stream.stream_id, "stream"), ("item_id", Item.item_id, "item")):
+            ids = df[col].dropna().astype("int64").unique().tolist()
+            known = _existing(conn, model_col, ids) if ids else set()
+            unknown = set(ids) - known
+            if unknown:
+                vals = df[col].to_numpy(dtype=object)
+                for i in np.flatnonzero(pd.Series(vals).isin(unknown).to_numpy()):
+                    errors.append(RowError(int(i), col, f"unknown {label} {vals[i]} (not in the catalog)"))
+        if errors:
+            raise IngestError(errors)
+
+        # duplicates: within the batch (first wins) and against the log
+        first = ~df["event_id"].duplicated(keep="first")
+        fresh = df[first]
+        existing = _existing(conn, Event.event_id, fresh["event_id"].tolist())
+        fresh = fresh[~fresh["event_id"].isin(existing)]
+        duplicates = received - len(fresh)
+        if len(fresh):
+            users = [{"user_id": int(u)} for u in fresh["user_id"].unique()]
+            stmt = _dialect_insert(engine, User.__table__).on_conflict_do_nothing(index_elements=["user_id"])
+            for part in _chunks(users, 20000):
+                conn.execute(stmt, list(part))
+            ts_naive = fresh["ts"].dt.tz_convert("UTC").dt.tz_localize(None)
+            records = []
+            for rec, ts in zip(fresh.drop(columns=["ts"]).to_dict("records"), np.array(ts_naive.dt.to_pydatetime())):
+                rec = {k: _none_if_na(v) for k, v in rec.items()}
+                rec["ts"] = ts
+                for k in ("user_id", "stream_id", "item_id", "position"):
+                    if rec[k] is not None:
+                        rec[k] = int(rec[k])
+                records.append(rec)
+            ev_stmt = _dialect_insert(engine, Event.__table__).on_conflict_do_nothing(index_elements=["event_id"])
+            imp_stmt = _dialect_insert(engine, Impression.__table__).on_conflict_do_nothing(index_elements=["event_id"])
+            bar = None
+            if progress and len(records) > 50000:
+                from tqdm import tqdm
+                bar = tqdm(total=len(records), unit="ev", desc="ingest")
+            for part in _chunks(records, 20000):
+                conn.execute(ev_stmt, list(part))
+                imps = [{"event_id": r["event_id"], "request_id": r["request_id"], "user_id": r["user_id"],
+                         "stream_id": r["stream_id"], "position": r["position"], "page": r["page"], "ts": r["ts"],
+                         "model_version": model_version} for r in part if r["type"] == "impression"]
+                if imps:
+                    conn.execute(imp_stmt, imps)
+                if bar is not None:
+                    bar.update(len(part))
+            if bar is not None:
+                bar.close()
+    dt = time.perf_counter() - t0
+    log.info("ingested %d events (%d new, %d duplicates) in %.2fs", received, len(fresh), duplicates, dt)
+    ids = fresh["event_id"].tolist() if return_ids else None
+    return IngestResult(received, len(fresh), duplicates, ids)
+
+
+_CATALOG = {
+    "users": (User, ["user_id"], ["user_id", "attributes"]),
+    "items": (Item, ["item_id"], ["item_id", "category", "price"]),
+    "streams": (Stream, ["stream_id"], ["stream_id", "streamer_id", "category", "created_at"]),
+    "stream_items": (StreamItem, ["stream_id", "item_id"], ["stream_id", "item_id", "is_core"]),
+    "live_windows": (LiveWindow, ["stream_id", "start_ts"], ["stream_id", "start_ts", "end_ts"]),
+}
+
+
+def _catalog_records(name: str, frame: pd.DataFrame) -> list[dict]:
+    model, keys, cols = _CATALOG[name]
+    missing = [c for c in keys if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {missing}")
+    frame = frame[[c for c in cols if c in frame.columns]].copy()
+    for c in frame.columns:
+        if c.endswith("_ts") or c == "created_at":
+            t = pd.to_datetime(frame[c], utc=True)
+            frame[c] = list(np.array(t.dt.tz_localize(None).dt.to_pydatetime()))
+    recs = []
+    for r in frame.to_dict("records"):
+        r = {k: _none_if_na(v) for k, v in r.items()}
+        for k, v in r.items():
+            if isinstance(v, np.integer):
+                r[k] = int(v)
+            elif isinstance(v, np.floating):
+                r[k] = float(v)
+            elif isinstance(v, np.bool_):
+                r[k] = bool(v)
+            elif isinstance(v, pd.Timestamp):
+                r[k] = v.to_pydatetime()
+        recs.append(r)
+    if name == "live_windows":
+        bad = [i for i, r in enumerate(recs) if r["start_ts"] is None or r["end_ts"] is None or r["end_ts"] <= r["start_ts"]]
+        if bad:
+            raise ValueError(f"live_windows: rows {bad[:10]} need start_ts < end_ts")
+    return recs
+
+
+def upsert_catalog(database_url: str, *, users=None, items=None, streams=None, stream_items=None,
+                   live_windows=None) -> dict:
+    """Insert or update catalog rows (by primary key) in one transaction; returns rows per table."""
+    engine = get_engine(database_url)
+    given = {"users": users, "items": items, "streams": streams, "stream_items": stream_items,
+             "live_windows": live_windows}
+    counts = {}
+    with engine.begin() as conn:
+        for name in ("users", "items", "streams", "stream_items", "live_windows"):
+            frame = given[name]
+            if frame is None or len(frame) == 0:
+                continue
+            model, keys, cols = _CATALOG[name]
+            recs = _catalog_records(name, frame)
+            update_cols = [c for c in recs[0] if c not in keys]
+            stmt = _dialect_insert(engine, model.__table__)
+            if update_cols:
+                stmt = stmt.on_conflict_do_update(index_elements=keys,
+                                                  set_={c: getattr(stmt.excluded, c) for c in update_cols})
+            else:
+                stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+            for part in _chunks(recs, 20000):
+                conn.execute(stmt, list(part))
+            counts[name] = len(recs)
+    return counts
+
+
+# ----------------------------------------------------------------------------- reads
+def _utc_series(values) -> pd.Series:
+    return pd.to_datetime(pd.Series(values, dtype="datetime64[us]"), utc=True).astype("datetime64[us, UTC]")
+
+
+def load_events(database_url: str, *, start: Optional[datetime] = None, end: Optional[datetime] = None,
+                types: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Events with ``start <= ts < end`` as a frame in EVENT_COLUMNS (ts: datetime64[us, UTC])."""
+    engine = get_engine(database_url)
+    q = select(*[getattr(Event, c) for c in EVENT_COLUMNS])
+    if start is not None:
+        q = q.where(Event.ts >= utc_naive(start))
+    if end is not None:
+        q = q.where(Event.ts < utc_naive(end))
+    if types:
+        q = q.where(Event.type.in_(list(types)))
+    q = q.order_by(Event.ts, Event.id)
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    df = pd.DataFrame(rows, columns=EVENT_COLUMNS)
+    df["ts"] = _utc_series(df["ts"].tolist()) if len(df) else pd.Series([], dtype="datetime64[us, UTC]")
+    for c in ("user_id",):
+        df[c] = df[c].astype("int64")
+    for c in ("stream_id", "item_id", "position"):
+        df[c] = df[c].astype("Int64")
+    df["value"] = df["value"].astype(float)
+    return df
+
+
+def load_catalog(database_url: str) -> dict[str, pd.DataFrame]:
+    engine = get_engine(database_url)
+    out = {}
+    with engine.connect() as conn:
+        for name, (model, _keys, cols) in _CATALOG.items():
+            rows = conn.execute(select(*[getattr(model, c) for c in cols])).all()
+            df = pd.DataFrame(rows, columns=cols)
+            for c in cols:
+                if c.endswith("_ts") or c == "created_at":
+                    df[c] = _utc_series(df[c].tolist()) if len(df) else pd.Series([], dtype="datetime64[us, UTC]")
+            out[name] = df
+    return out
+
+
+def live_stream_ids(database_url: str, at: datetime) -> list[int]:
+    """Streams with a live window covering ``at``."""
+    at = utc_naive(at)
+    engine = get_engine(database_url)
+    with engine.connect() as conn:
+        q = (select(LiveWindow.stream_id).where(and_(LiveWindow.start_ts <= at, LiveWindow.end_ts > at))
+             .distinct().order_by(LiveWindow.stream_id))
+        return [int(x) for x in conn.execute(q).scalars()]
+
+
+def known_stream_ids(database_url: str, ids: Sequence[int]) -> set:
+    engine = get_engine(database_url)
+    with engine.connect() as conn:
+        return {int(x) for x in _existing(conn, Stream.stream_id, list(ids))}
+
+
+def data_version(database_url: str) -> str:
+    """A short fingerprint that changes whenever events or the catalog change."""
+    engine = get_engine(database_url)
+    parts = []
+    with engine.connect() as conn:
+        parts.append(conn.execute(select(func.count(), func.max(Event.id), func.max(Event.ts))).one())
+        for model in (Stream, Item, StreamItem, LiveWindow, User):
+            parts.append(conn.execute(select(func.count()).select_from(model)).scalar())
+        parts.append(conn.execute(select(func.max(LiveWindow.end_ts))).scalar())
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]

@@ -1,0 +1,91 @@
+"""One typed settings object, read from ``STREAMRANK_*`` environment variables.
+
+Nothing here reads the environment at import time: call :meth:`Settings.from_env`.
+Defaults are the embedded setup (SQLite, serverless Celery broker, SQLite Feast online
+store, DuckDB offline store) under a local ``var/`` folder.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Mapping, Optional
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = Path("var")                 # STREAMRANK_HOME: root of every embedded resource
+    database_url: str = ""                   # STREAMRANK_DATABASE_URL (default sqlite under home)
+    broker_url: str = ""                     # STREAMRANK_BROKER_URL (default sqla+sqlite under home)
+    result_backend: str = ""                 # STREAMRANK_RESULT_BACKEND (default db+sqlite under home)
+    feast_repo: Path = Path()                # STREAMRANK_FEAST_REPO (default home/feast)
+    feast_online: str = "sqlite"             # STREAMRANK_FEAST_ONLINE: "sqlite" or "redis://host:port/db"
+    artifact_dir: Path = Path()              # STREAMRANK_ARTIFACT_DIR (default home/artifacts)
+    api_key: Optional[str] = None            # STREAMRANK_API_KEY: required on write routes when set
+    port: int = 8000                         # STREAMRANK_PORT
+    snapshot_interval_s: float = 1.0         # STREAMRANK_SNAPSHOT_INTERVAL_S: candidate feature refresh
+    stats_bucket_s: int = 3600               # STREAMRANK_STATS_BUCKET_S: batch statistics cadence
+    broker_polling_s: float = 0.05           # STREAMRANK_BROKER_POLLING_S: serverless broker polling
+
+    def __post_init__(self) -> None:
+        home = Path(self.home)
+        object.__setattr__(self, "home", home)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{(home / 'streamrank.db').resolve()}")
+        if not self.broker_url:
+            object.__setattr__(self, "broker_url", f"sqla+sqlite:///{(home / 'celery-broker.db').resolve()}")
+        if not self.result_backend:
+            object.__setattr__(self, "result_backend", f"db+sqlite:///{(home / 'celery-results.db').resolve()}")
+        if str(self.feast_repo) in ("", "."):
+            object.__setattr__(self, "feast_repo", home / "feast")
+        if str(self.artifact_dir) in ("", "."):
+            object.__setattr__(self, "artifact_dir", home / "artifacts")
+        object.__setattr__(self, "feast_repo", Path(self.feast_repo).resolve())
+        object.__setattr__(self, "artifact_dir", Path(self.artifact_dir).resolve())
+        if not (self.feast_online == "sqlite" or self.feast_online.startswith(("redis://", "rediss://"))):
+            raise ValueError(f"STREAMRANK_FEAST_ONLINE must be 'sqlite' or a redis:// URL, got {self.feast_online!r}")
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "Settings":
+        """Build settings from ``environ`` (default ``os.environ``); keyword overrides win."""
+        env = os.environ if environ is None else environ
+        kwargs = {}
+        for f in fields(cls):
+            raw = env.get(f"STREAMRANK_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            if f.name in ("home", "feast_repo", "artifact_dir"):
+                kwargs[f.name] = Path(raw)
+            elif f.name == "port" or f.name == "stats_bucket_s":
+                try:
+                    kwargs[f.name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"STREAMRANK_{f.name.upper()} must be an integer, got {raw!r}") from None
+            elif f.name in ("snapshot_interval_s", "broker_polling_s"):
+                try:
+                    kwargs[f.name] = float(raw)
+                except ValueError:
+                    raise ValueError(f"STREAMRANK_{f.name.upper()} must be a number, got {raw!r}") from None
+            else:
+                kwargs[f.name] = raw
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def ensure_dirs(self) -> "Settings":
+        """Create the local folders the embedded setup writes to."""
+        for p in (self.home, self.feast_repo, self.artifact_dir):
+            Path(p).mkdir(parents=True, exist_ok=True)
+        return self
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    def to_env(self) -> dict:
+        """The environment that reproduces these settings in a child process (worker, gunicorn)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is None:
+                continue
+            out[f"STREAMRANK_{f.name.upper()}"] = str(v)
+        return out

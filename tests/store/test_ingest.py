@@ -1,0 +1,123 @@
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+
+from store.db import get_engine
+from store.ingest import (IngestError, data_version, ingest_events, live_stream_ids, load_catalog,
+                          load_events, upsert_catalog, validate_events)
+from store.schema import Event, Impression, User
+
+T0 = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def url(settings):
+    url = settings.database_url
+    upsert_catalog(url,
+                   items=pd.DataFrame({"item_id": [1, 2], "category": [3, 3], "price": [9.5, 20.0]}),
+                   streams=pd.DataFrame({"stream_id": [10, 11], "streamer_id": [100, 101], "category": [3, 4]}),
+                   stream_items=pd.DataFrame({"stream_id": [10, 10], "item_id": [1, 2], "is_core": [True, False]}),
+                   live_windows=pd.DataFrame({"stream_id": [10, 11], "start_ts": [T0, T0 + timedelta(hours=2)],
+                                              "end_ts": [T0 + timedelta(hours=1), T0 + timedelta(hours=3)]}))
+    return url
+
+
+def batch():
+    return [
+        {"event_id": "e1", "user_id": 7, "ts": "2026-01-01T12:00:00Z", "type": "impression", "stream_id": 10,
+         "request_id": "r1", "position": 1, "page": "live_tab"},
+        {"event_id": "e2", "user_id": 7, "ts": "2026-01-01T12:00:05Z", "type": "click", "stream_id": 10,
+         "request_id": "r1", "position": 1},
+        {"event_id": "e3", "user_id": 7, "ts": "2026-01-01T12:03:00Z", "type": "watch", "stream_id": 10, "value": 170.0},
+        {"event_id": "e4", "user_id": 8, "ts": 1767269000, "type": "purchase", "stream_id": 10, "item_id": 2,
+         "value": 20.0},
+    ]
+
+
+def counts(url):
+    eng = get_engine(url)
+    with eng.connect() as c:
+        return (c.execute(select(func.count()).select_from(Event)).scalar(),
+                c.execute(select(func.count()).select_from(Impression)).scalar(),
+                c.execute(select(func.count()).select_from(User)).scalar())
+
+
+def test_ingest_writes_events_impressions_and_users(url):
+    res = ingest_events(url, batch())
+    assert (res.received, res.inserted, res.duplicates) == (4, 4, 0)
+    assert counts(url) == (4, 1, 2)
+    ev = load_events(url)
+    assert list(ev.event_id) == ["e1", "e2", "e3", "e4"]
+    assert str(ev.ts.dtype) == "datetime64[us, UTC]"
+    assert ev.loc[ev.event_id == "e3", "value"].item() == 170.0
+
+
+def test_same_batch_twice_is_a_noop(url):
+    ingest_events(url, batch())
+    before = load_events(url)
+    v1 = data_version(url)
+    res = ingest_events(url, batch())
+    assert (res.inserted, res.duplicates) == (0, 4)
+    after = load_events(url)
+    pd.testing.assert_frame_equal(before, after)
+    assert counts(url) == (4, 1, 2)
+    assert data_version(url) == v1
+
+
+def test_duplicates_within_a_batch_first_wins(url):
+    rows = batch() + [dict(batch()[2], value=999.0)]
+    res = ingest_events(url, rows)
+    assert (res.received, res.inserted, res.duplicates) == (5, 4, 1)
+    assert load_events(url).set_index("event_id").loc["e3", "value"] == 170.0
+
+
+def test_one_bad_row_rejects_the_batch_and_writes_nothing(url):
+    ingest_events(url, batch()[:1])
+    v = data_version(url)
+    rows = batch()
+    rows[2] = dict(rows[2], stream_id=999)          # not in the catalog
+    rows.append({"event_id": "e9", "user_id": True, "ts": "yesterday", "type": "teleport"})
+    with pytest.raises(IngestError) as exc:
+        ingest_events(url, rows)
+    errs = {(e.row, e.field) for e in exc.value.errors}
+    assert (2, "stream_id") in errs
+    assert {(4, "user_id"), (4, "ts"), (4, "type")} <= errs
+    assert counts(url) == (1, 1, 1)
+    assert data_version(url) == v
+
+
+@pytest.mark.parametrize("row,field", [
+    ({"user_id": 1, "ts": "2026-01-01", "type": "click", "stream_id": 10}, "event_id"),
+    ({"event_id": "x", "ts": "2026-01-01", "type": "click", "stream_id": 10}, "user_id"),
+    ({"event_id": "x", "user_id": -3, "ts": "2026-01-01", "type": "click", "stream_id": 10}, "user_id"),
+    ({"event_id": "x", "user_id": "7", "ts": "2026-01-01", "type": "click", "stream_id": 10}, "user_id"),
+    ({"event_id": "x", "user_id": 1, "type": "click", "stream_id": 10}, "ts"),
+    ({"event_id": "x", "user_id": 1, "ts": "2026-13-45", "type": "click", "stream_id": 10}, "ts"),
+    ({"event_id": "x", "user_id": 1, "ts": "2026-01-01", "type": "click"}, "stream_id"),
+    ({"event_id": "x", "user_id": 1, "ts": "2026-01-01", "type": "purchase", "stream_id": 10, "value": 1.0}, "item_id"),
+    ({"event_id": "x", "user_id": 1, "ts": "2026-01-01", "type": "watch", "stream_id": 10}, "value"),
+    ({"event_id": "x", "user_id": 1, "ts": "2026-01-01", "type": "watch", "stream_id": 10, "value": -5}, "value"),
+    ({"event_id": "x", "user_id": 1, "ts": "2026-01-01", "type": "impression", "stream_id": 10, "position": 0}, "position"),
+    ({"event_id": "x", "user_id": 1, "ts": "2026-01-01", "type": "click", "stream_id": 10, "colour": "red"}, "colour"),
+    ({"event_id": "x" * 200, "user_id": 1, "ts": "2026-01-01", "type": "click", "stream_id": 10}, "event_id"),
+])
+def test_validation_names_the_field(row, field):
+    _, errors = validate_events([row])
+    assert field in {e.field for e in errors}, errors
+
+
+def test_bulk_dataframe_path_and_catalog_reads(url):
+    n = 5000
+    df = pd.DataFrame({"event_id": [f"b{i}" for i in range(n)], "user_id": [i % 50 for i in range(n)],
+                       "ts": pd.date_range(T0, periods=n, freq="s", tz="UTC"), "type": "impression",
+                       "stream_id": [10 + i % 2 for i in range(n)], "position": [1 + i % 5 for i in range(n)]})
+    res = ingest_events(url, df)
+    assert res.inserted == n
+    assert len(load_events(url, start=T0, end=T0 + timedelta(seconds=100))) == 100
+    cat = load_catalog(url)
+    assert set(cat["stream_items"].item_id) == {1, 2}
+    assert live_stream_ids(url, T0 + timedelta(minutes=30)) == [10]
+    assert live_stream_ids(url, T0 + timedelta(hours=2, minutes=1)) == [11]
+    assert live_stream_ids(url, T0 + timedelta(hours=1)) == []
