@@ -311,7 +311,7 @@ def ingest_events(database_url: str, rows: Union[pd.DataFrame, Sequence[dict]], 
                 conn.execute(stmt, list(part))
             ts_naive = fresh["ts"].dt.tz_convert("UTC").dt.tz_localize(None)
             records = []
-            for rec, ts in zip(fresh.drop(columns=["ts"]).to_dict("records"), np.array(ts_naive.dt.to_pydatetime())):
+            for rec, ts in zip(fresh.drop(columns=["ts"]).to_dict("records"), ts_naive.astype(object)):
                 rec = {k: _none_if_na(v) for k, v in rec.items()}
                 rec["ts"] = ts
                 for k in ("user_id", "stream_id", "item_id", "position"):
@@ -359,7 +359,7 @@ def _catalog_records(name: str, frame: pd.DataFrame) -> list[dict]:
     for c in frame.columns:
         if c.endswith("_ts") or c == "created_at":
             t = pd.to_datetime(frame[c], utc=True)
-            frame[c] = list(np.array(t.dt.tz_localize(None).dt.to_pydatetime()))
+            frame[c] = [None if pd.isna(x) else x.to_pydatetime() for x in t.dt.tz_localize(None)]
     recs = []
     for r in frame.to_dict("records"):
         r = {k: _none_if_na(v) for k, v in r.items()}
@@ -413,8 +413,13 @@ def _utc_series(values) -> pd.Series:
 
 
 def load_events(database_url: str, *, start: Optional[datetime] = None, end: Optional[datetime] = None,
-                types: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """Events with ``start <= ts < end`` as a frame in EVENT_COLUMNS (ts: datetime64[us, UTC])."""
+                types: Optional[Sequence[str]] = None, event_ids: Optional[Sequence[str]] = None,
+                user_ids: Optional[Sequence[int]] = None, stream_ids: Optional[Sequence[int]] = None
+                ) -> pd.DataFrame:
+    """Events with ``start <= ts < end`` (and the given ids) as a frame in EVENT_COLUMNS.
+
+    ``ts`` is datetime64[us, UTC]; rows are ordered by (ts, insertion order).
+    """
     engine = get_engine(database_url)
     q = select(*[getattr(Event, c) for c in EVENT_COLUMNS])
     if start is not None:
@@ -423,9 +428,21 @@ def load_events(database_url: str, *, start: Optional[datetime] = None, end: Opt
         q = q.where(Event.ts < utc_naive(end))
     if types:
         q = q.where(Event.type.in_(list(types)))
-    q = q.order_by(Event.ts, Event.id)
+    filters = [(Event.event_id, event_ids), (Event.user_id, user_ids), (Event.stream_id, stream_ids)]
+    rows = []
     with engine.connect() as conn:
-        rows = conn.execute(q).all()
+        chunked = [(col, [int(v) if col is not Event.event_id else str(v) for v in vals])
+                   for col, vals in filters if vals is not None]
+        if not chunked:
+            rows = conn.execute(q.order_by(Event.ts, Event.id)).all()
+        else:
+            # one IN list is chunked (SQLite parameter limit); the others are applied whole
+            (col, vals), rest = chunked[0], chunked[1:]
+            for col2, vals2 in rest:
+                q = q.where(col2.in_(vals2))
+            for part in _chunks(vals):
+                rows.extend(conn.execute(q.where(col.in_(list(part)))).all())
+            rows.sort(key=lambda r: r[2])
     df = pd.DataFrame(rows, columns=EVENT_COLUMNS)
     df["ts"] = _utc_series(df["ts"].tolist()) if len(df) else pd.Series([], dtype="datetime64[us, UTC]")
     for c in ("user_id",):

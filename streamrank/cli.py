@@ -1,0 +1,334 @@
+"""``streamrank`` — ingest | pipeline | worker | beat | serve | evaluate | run.
+
+Every command reads its configuration from ``STREAMRANK_*`` environment variables
+(:class:`store.settings.Settings`); data paths are arguments. Heavy libraries are imported by
+the command that needs them, so ``streamrank --help`` starts fast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+log = logging.getLogger("streamrank")
+
+
+def _settings():
+    from store.settings import Settings
+    return Settings.from_env().ensure_dirs()
+
+
+# ----------------------------------------------------------------------------- ingest
+def load_source(source: str, path: str | None, args=None):
+    """Map a data source onto the event/catalog contract (store.sources.*)."""
+    if source == "simulator":
+        from store.sources.simulator import SimConfig, simulate
+        cfg = SimConfig(seed=getattr(args, "seed", 0) or 0)
+        if getattr(args, "days", None):
+            cfg.days = args.days
+        if getattr(args, "users", None):
+            cfg.n_users = args.users
+        return simulate(cfg)
+    if path is None:
+        raise SystemExit(f"--path is required for --source {source}")
+    if not Path(path).exists():
+        raise SystemExit(f"--path {path}: no such file or folder")
+    if source == "twitch":
+        from store.sources.twitch import load_twitch
+        return load_twitch(path)
+    if source == "obd":
+        from store.sources.obd import load_obd
+        return load_obd(path)
+    if source == "events":
+        from store.sources.events_file import load_events_file
+        return load_events_file(path, catalog_dir=getattr(args, "catalog", None))
+    raise SystemExit(f"unknown source {source!r}")
+
+
+def cmd_ingest(args) -> int:
+    from store.sources import ingest_source
+    settings = _settings()
+    t0 = time.perf_counter()
+    data = load_source(args.source, args.path, args)
+    log.info("loaded %s: %d events in %.1fs", args.source, len(data.events), time.perf_counter() - t0)
+    summary = ingest_source(settings, data, progress=True)
+    print(json.dumps({"source": args.source, **summary}, default=str))
+    return 0
+
+
+# ----------------------------------------------------------------------------- pipeline
+def _wait(result, name: str, timeout: float) -> dict:
+    t0 = time.monotonic()
+    last = None
+    while not result.ready():
+        state = result.state
+        elapsed = time.monotonic() - t0
+        if state != last or int(elapsed) % 10 == 0:
+            print(f"  {name}: {state.lower()} ({elapsed:.0f}s)", flush=True)
+            last = state
+        if elapsed > timeout:
+            raise SystemExit(f"{name} did not finish within {timeout:.0f}s (state {state}); is a worker running? "
+                             "start one with `streamrank worker`")
+        time.sleep(1.0)
+    value = result.get(propagate=False)
+    if result.failed():
+        raise SystemExit(f"{name} failed: {value!r}")
+    print(f"  {name}: done in {time.monotonic() - t0:.1f}s", flush=True)
+    return value
+
+
+def run_pipeline(settings, *, end: str | None = None, timeout: float = 3600.0) -> dict:
+    """Send the jobs to the Celery workers by name, in order, and wait for each."""
+    from workers.celery_app import TASK_NAMES, make_celery
+    celery = make_celery(settings)
+    end = end or datetime.now(timezone.utc).isoformat()
+    out = {}
+    print("pipeline: statistics → materialize", flush=True)
+    out["statistics"] = _wait(celery.send_task(TASK_NAMES["compute_statistics"], kwargs={"end": end}),
+                              "compute_statistics", timeout)
+    print("pipeline: LightGBM ranker (V1)", flush=True)
+    out["gbdt"] = _wait(celery.send_task(TASK_NAMES["train_gbdt"], kwargs={"end": end}), "train_gbdt", timeout)
+    return out
+
+
+def cmd_pipeline(args) -> int:
+    out = run_pipeline(_settings(), end=args.end, timeout=args.timeout)
+    print(json.dumps(out, default=str))
+    return 0
+
+
+# ----------------------------------------------------------------------------- processes
+def worker_argv(queues: str, pool: str, concurrency: int, name: str) -> list:
+    return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queues,
+            "--pool", pool, "--concurrency", str(concurrency), "-n", f"{name}@%h", "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle"]
+
+
+def cmd_worker(args) -> int:
+    argv = worker_argv(args.queues, args.pool, args.concurrency, args.name)
+    os.execv(argv[0], argv)
+
+
+def cmd_beat(args) -> int:
+    settings = _settings()
+    argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat", "--loglevel", "INFO",
+            "--schedule", str(settings.home / "celerybeat-schedule")]
+    os.execv(argv[0], argv)
+
+
+def serve_argv(settings, workers: int, threads: int) -> list:
+    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{settings.port}", "--workers", str(workers),
+            "--threads", str(threads), "--no-control-socket", "--timeout", "60", "--access-logfile", "-",
+            "api:create_app()"]
+
+
+def cmd_serve(args) -> int:
+    settings = _settings()
+    if args.dev:
+        from api import create_app
+        create_app(settings).run(host="127.0.0.1", port=settings.port, threaded=True)
+        return 0
+    argv = serve_argv(settings, args.workers, args.threads)
+    os.execv(argv[0], argv)
+
+
+# ----------------------------------------------------------------------------- evaluate
+def cmd_evaluate(args) -> int:
+    if args.source != "twitch":
+        raise SystemExit("evaluate supports --source twitch (the simulator's evaluation is printed by `make run`)")
+    train, test = args.train, args.test
+    tmp = None
+    if args.path:
+        if args.split_slot is None:
+            raise SystemExit("--path needs --split-slot N (train = slots < N, test = slots >= N)")
+        import pandas as pd
+        df = pd.read_csv(args.path)
+        tmp = Path(tempfile.mkdtemp(prefix="streamrank-split-"))
+        train, test = str(tmp / "train.csv"), str(tmp / "test.csv")
+        df[df.slot < args.split_slot].to_csv(train, index=False)
+        df[df.slot >= args.split_slot].to_csv(test, index=False)
+    if not (train and test):
+        raise SystemExit("give --train P1 --test P2 (or --path P --split-slot N)")
+    for p in (train, test):
+        if not Path(p).exists():
+            raise SystemExit(f"{p}: no such file")
+    from ranking.twitch_eval import evaluate_twitch
+    models = tuple(args.models.split(",")) if args.models else ("popularity", "repeat", "lightgbm")
+    try:
+        rows = evaluate_twitch(train, test, models=models)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------- run (make run)
+def _has_live_streams(settings) -> bool:
+    from store.ingest import live_stream_ids
+    return bool(live_stream_ids(settings.database_url, datetime.now(timezone.utc)))
+
+
+def cmd_run(args) -> int:
+    """Ingest the simulated world, start workers, run the pipeline through them, serve the API."""
+    settings = _settings()
+    env = {**os.environ, **settings.to_env()}
+    if not _has_live_streams(settings):
+        print("run: ingesting the simulated live-commerce world (no stream is live now in this database)", flush=True)
+        from store.sources import ingest_source
+        data = load_source("simulator", None, args)
+        summary = ingest_source(settings, data, progress=True)
+        print("run: " + json.dumps(summary, default=str), flush=True)
+    else:
+        print("run: the database already has streams live now; not ingesting again", flush=True)
+
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+
+    def stop_all(*_):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    try:
+        for name, queues, pool, conc in (("realtime", "realtime,default", "threads", 2),
+                                         ("training", "training", "solo", 1)):
+            f = open(logs / f"worker-{name}.log", "ab")
+            procs.append(subprocess.Popen(worker_argv(queues, pool, conc, name), env=env, stdout=f,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+            print(f"run: started Celery worker {name} (queues {queues}, pool {pool}); log {logs}/worker-{name}.log",
+                  flush=True)
+        out = run_pipeline(settings, timeout=args.timeout)
+        metrics = (out.get("gbdt") or {}).get("metrics", {})
+        print("\n=== V1 (LightGBM on Feast statistics): validation on the latest impressions ===")
+        for key in ("auc", "gauc", "logloss", "popularity_auc", "oracle_auc", "n"):
+            if key in metrics:
+                print(f"  {key:>15}: {metrics[key]}")
+        api = subprocess.Popen(serve_argv(settings, args.api_workers, 4), env=env, start_new_session=True)
+        procs.append(api)
+        _wait_http(settings.port, api)
+        curl = (f"curl -s -X POST http://127.0.0.1:{settings.port}/v1/recommend -H 'Content-Type: application/json' "
+                + (f"-H 'X-API-Key: {settings.api_key}' " if settings.api_key else "")
+                + "-d '{\"user_id\": 1, \"k\": 5}'")
+        print(f"\nrun: the API is up on http://127.0.0.1:{settings.port} — try:\n  {curl}\n", flush=True)
+        if args.smoke:
+            print(_smoke(settings), flush=True)
+            return 0
+        print("run: Ctrl-C stops the API and the workers", flush=True)
+        api.wait()
+        return api.returncode or 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_all()
+
+
+def _wait_http(port: int, proc, timeout: float = 60.0) -> None:
+    import urllib.request
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise SystemExit("the API process exited during start-up")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"the API did not answer on port {port} within {timeout:.0f}s")
+
+
+def _smoke(settings) -> str:
+    import urllib.request
+    from store.ingest import load_events
+    users = load_events(settings.database_url, types=["click"]).user_id
+    user = int(users.iloc[-1]) if len(users) else 1
+    req = urllib.request.Request(f"http://127.0.0.1:{settings.port}/v1/recommend", method="POST",
+                                 data=json.dumps({"user_id": user, "k": 5}).encode(),
+                                 headers={"Content-Type": "application/json",
+                                          **({"X-API-Key": settings.api_key} if settings.api_key else {})})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.read().decode()
+
+
+# ----------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamrank", description=__doc__.split("\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("ingest", help="load a data source into the event log")
+    s.add_argument("--source", required=True, choices=["simulator", "twitch", "obd", "events"])
+    s.add_argument("--path", help="file or folder of the source (not for simulator)")
+    s.add_argument("--catalog", help="events source: folder with users/items/streams/... files")
+    s.add_argument("--seed", type=int, default=0, help="simulator seed")
+    s.add_argument("--days", type=int, help="simulator: days of history")
+    s.add_argument("--users", type=int, help="simulator: number of users")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("pipeline", help="run statistics → materialize → LightGBM through the Celery workers")
+    s.add_argument("--end", help="ISO time the statistics are computed up to (default now)")
+    s.add_argument("--timeout", type=float, default=3600)
+    s.set_defaults(func=cmd_pipeline)
+
+    s = sub.add_parser("worker", help="start a Celery worker")
+    s.add_argument("--queues", default="realtime,default,training")
+    s.add_argument("--pool", default="solo", help="solo (safe with torch) | threads | prefork")
+    s.add_argument("--concurrency", type=int, default=1)
+    s.add_argument("--name", default="worker")
+    s.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("beat", help="start Celery beat (statistics hourly, models daily)")
+    s.set_defaults(func=cmd_beat)
+
+    s = sub.add_parser("serve", help="serve the API with gunicorn on 127.0.0.1:$STREAMRANK_PORT")
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--threads", type=int, default=4)
+    s.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("evaluate", help="offline evaluation protocol (Twitch)")
+    s.add_argument("--source", required=True, choices=["twitch"])
+    s.add_argument("--train")
+    s.add_argument("--test")
+    s.add_argument("--path", help="one file to split by slot instead of --train/--test")
+    s.add_argument("--split-slot", type=int)
+    s.add_argument("--models", help="comma-separated subset (popularity,repeat,lightgbm)")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("run", help="the whole job on the embedded default, then serve (make run)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--days", type=int)
+    s.add_argument("--users", type=int)
+    s.add_argument("--timeout", type=float, default=3600)
+    s.add_argument("--api-workers", type=int, default=2)
+    s.add_argument("--smoke", action="store_true", help="send one recommend request, print it and stop")
+    s.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

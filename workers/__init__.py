@@ -1,0 +1,1 @@
+"""Celery app, beat schedule and thin idempotent tasks (Celery's ``proj/`` layout)."""

@@ -1,0 +1,103 @@
+"""The Celery app. Configuration comes from :class:`store.settings.Settings`, read lazily.
+
+Importing this module reads no environment variable and imports neither torch nor feast
+(a prefork parent that touched torch deadlocks its children — NOTES.md). Queues:
+
+- ``realtime``  push_realtime: small, frequent, latency matters
+- ``default``   compute_statistics / materialize
+- ``training``  train_gbdt (and later graph / ranker jobs): run it with ``--pool=solo``
+
+The beat schedule is :data:`BEAT_SCHEDULE` below, in one readable place.
+"""
+from __future__ import annotations
+
+from celery import Celery
+from celery.schedules import crontab
+
+from store.settings import Settings
+
+TASK_NAMES = {
+    "compute_statistics": "streamrank.compute_statistics",
+    "push_realtime": "streamrank.push_realtime",
+    "train_gbdt": "streamrank.train_gbdt",
+}
+
+BEAT_SCHEDULE = {
+    # historical statistics → parquet → Feast materialize, every hour at :05
+    "statistics-hourly": {"task": TASK_NAMES["compute_statistics"], "schedule": crontab(minute=5)},
+    # V1 ranker retrained daily at 03:00 UTC on the latest statistics
+    "gbdt-daily": {"task": TASK_NAMES["train_gbdt"], "schedule": crontab(hour=3, minute=0)},
+}
+
+TASK_ROUTES = {
+    TASK_NAMES["push_realtime"]: {"queue": "realtime"},
+    TASK_NAMES["compute_statistics"]: {"queue": "default"},
+    TASK_NAMES["train_gbdt"]: {"queue": "training"},
+}
+
+LONGEST_JOB_S = 6 * 3600      # Redis visibility timeout must exceed the longest job (celery#5935)
+
+
+def celery_config(settings: Settings) -> dict:
+    """Celery configuration for ``settings`` (embedded broker by default, Redis when the URL says so)."""
+    conf = {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,                 # a task is acknowledged after it ran ...
+        "task_reject_on_worker_lost": True,     # ... and re-queued if its worker was killed
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": "default",
+        "task_routes": TASK_ROUTES,
+        "task_track_started": True,
+        "result_expires": 7 * 24 * 3600,
+        "broker_connection_retry_on_startup": True,
+        "beat_schedule": BEAT_SCHEDULE,
+        "timezone": "UTC",
+        "worker_hijack_root_logger": False,
+    }
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        conf["broker_transport_options"] = {"visibility_timeout": LONGEST_JOB_S}
+        conf["result_backend_transport_options"] = {"visibility_timeout": LONGEST_JOB_S}
+    elif settings.broker_url.startswith("filesystem://"):
+        folder = settings.home / "celery-fs"
+        for sub in ("out", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        conf["broker_transport_options"] = {
+            "data_folder_in": str(folder / "out"), "data_folder_out": str(folder / "out"),
+            "processed_folder": str(folder / "processed"), "polling_interval": settings.broker_polling_s}
+    return conf
+
+
+def _tune_embedded_broker(settings: Settings) -> None:
+    if settings.broker_url.startswith("sqla+"):
+        # broker_transport_options={"polling_interval": ...} crashes the sqla transport (kombu passes
+        # it to create_engine); the class attribute is the working knob: ~1 s -> ~55 ms round trip.
+        from kombu.transport import sqlalchemy as kombu_sqla
+        kombu_sqla.Transport.polling_interval = settings.broker_polling_s
+    for url in (settings.broker_url, settings.result_backend):
+        if "sqlite:///" in url:
+            from pathlib import Path
+            Path(url.split("sqlite:///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    """A Celery app bound to ``settings`` (for the API and the CLI, which only send tasks by name)."""
+    settings = settings or Settings.from_env()
+    _tune_embedded_broker(settings)
+    celery = Celery("streamrank")
+    celery.conf.update(celery_config(settings))
+    return celery
+
+
+def _lazy_config() -> dict:
+    settings = Settings.from_env()
+    _tune_embedded_broker(settings)
+    return celery_config(settings)
+
+
+# The worker's app (``celery -A workers.celery_app worker``): configured on first use, not at import.
+app = Celery("streamrank", include=["workers.tasks"])
+app.add_defaults(_lazy_config)
