@@ -24,3 +24,19 @@ def shared_data(*parts) -> Path:
             raise FileNotFoundError(f"{p} is missing (CI has ../shared beside the clone)")
         pytest.skip(f"{p} not available")
     return p
+
+
+_EXIT = {"status": 0}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT["status"] = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    # duckdb's nanobind bindings print pages of "leaked instance" lines at interpreter exit,
+    # after pytest's summary; leave right after the summary (same exit status) instead.
+    if os.environ.get("STREAMRANK_TEST_CLEAN_EXIT", "1") == "1":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT["status"])
