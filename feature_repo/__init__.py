@@ -1,0 +1,11 @@
+"""StreamRank's Feast feature repository, built programmatically from Settings.
+
+definitions  entities, views, services (plain-Python schema; Feast objects built on demand)
+store        get_store / apply_definitions (feature_store.yaml, SQL registry, online/offline stores)
+statistics   point-in-time windowed statistics of the event log -> Parquet -> materialize
+realtime     real-time counters and recent lists as of an instant -> push
+features     the model's inputs: GBDT_FEATURE_REFS, derive_features, FEATURE_COLUMNS
+online       serving reads (user rows per request, stream rows for the snapshot) and assembly
+
+Nothing here imports Feast at module level.
+"""

@@ -1,0 +1,124 @@
+"""The single definition of the GBDT model's inputs (training and serving use this module).
+
+- :data:`GBDT_FEATURE_REFS`: the Feast feature references ("view:feature") read by
+  ``get_historical_features`` (training) and ``get_online_features`` (serving).
+- :func:`derive_features`: turns those raw columns into the model's columns, identically in both
+  places. Its input frame holds the raw Feast columns plus ``stream_id`` and ``event_timestamp``
+  (the as-of time: the impression time in training, "now" at serving).
+- :data:`FEATURE_COLUMNS`: the final numeric columns (float64) the model consumes, in order.
+
+Fill rules (a missing row — no activity yet, or expired by TTL — reads like an all-zero row):
+  counts and sums (exposures, clicks, watches, purchases, viewers, streams, gmv, watch_s, the
+  real-time counters) -> 0;  ratios (ctr, cvr, stay_mean) and shares -> NaN when undefined
+  (LightGBM's missing value);  ``us_hours_since_last_interaction`` -> NaN when never.
+
+Derived columns:
+  us_hours_since_last_interaction  (as_of - us_last_interaction_epoch) / 3600
+  recent_stream_rank               1-based position of the candidate in the user's recent_streams
+                                   (1 = most recent), 0 when absent
+  uc_click_share_30d               uc_clicks_30d / u_clicks_30d (the user's taste for the category)
+  uc_exposure_share_30d            uc_exposures_30d / u_exposures_30d
+  real-time counters               a window whose whole content has aged out (as_of - rt_epoch >=
+                                   window) reads 0; in the offline log this never changes a value
+                                   (a drop-off row exists), online it expires counters nobody
+                                   re-pushed.
+
+This module imports only numpy/pandas (the API imports it at start-up).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .definitions import RT_COUNTERS, RT_WINDOWS, VIEW_FEATURES
+
+# ----------------------------------------------------------------------------- raw refs
+_SKIP_REFS = {("user_recent", "recent_items")}          # not used by the GBDT
+
+
+def _refs(views) -> list[str]:
+    return [f"{v}:{n}" for v in views for n, _ in VIEW_FEATURES[v] if (v, n) not in _SKIP_REFS]
+
+
+STREAM_VIEWS = ["stream_stats", "stream_realtime"]                     # candidate side
+USER_VIEWS = ["user_stats", "user_category_stats", "user_stream_stats", "user_recent"]   # user side
+STREAM_FEATURE_REFS = _refs(STREAM_VIEWS)
+USER_FEATURE_REFS = _refs(USER_VIEWS)
+GBDT_FEATURE_REFS = STREAM_FEATURE_REFS + USER_FEATURE_REFS
+RAW_COLUMNS = [r.split(":")[1] for r in GBDT_FEATURE_REFS]
+
+_RATIO_PARTS = ("ctr_", "cvr_", "stay_mean_")
+_INTERNAL = {"us_last_interaction_epoch", "rt_epoch", "recent_streams"}   # inputs of derived columns
+
+
+def _is_ratio(name: str) -> bool:
+    return any(p in name for p in _RATIO_PARTS)
+
+
+ZERO_FILLED = [c for c in RAW_COLUMNS if c not in _INTERNAL and not _is_ratio(c)]
+NAN_FILLED = [c for c in RAW_COLUMNS if c not in _INTERNAL and _is_ratio(c)]
+DERIVED_COLUMNS = ["us_hours_since_last_interaction", "recent_stream_rank", "uc_click_share_30d",
+                   "uc_exposure_share_30d"]
+FEATURE_COLUMNS = [c for c in RAW_COLUMNS if c not in _INTERNAL] + DERIVED_COLUMNS
+
+
+def _epoch_seconds(ts: pd.Series) -> np.ndarray:
+    t = pd.to_datetime(ts, utc=True)
+    return t.astype("datetime64[us, UTC]").astype("int64").to_numpy() / 1e6
+
+
+def _num(frame: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in frame.columns:
+        return np.full(len(frame), np.nan)
+    s = frame[col]
+    if s.dtype.kind in "fiub":
+        return s.to_numpy(dtype="float64", copy=True)
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64", na_value=np.nan, copy=True)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    out = np.full(len(num), np.nan)
+    ok = den > 0
+    out[ok] = num[ok] / den[ok]
+    return out
+
+
+def _rank_in(lists, targets) -> np.ndarray:
+    out = np.zeros(len(targets))
+    for i, (lst, t) in enumerate(zip(lists, targets)):
+        if lst is None or (isinstance(lst, float) and np.isnan(lst)) or pd.isna(t):
+            continue
+        for j, v in enumerate(lst):
+            if v == t:
+                out[i] = j + 1
+                break
+    return out
+
+
+def derive_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy of ``frame`` with every column of :data:`FEATURE_COLUMNS` (float64).
+
+    ``frame`` needs ``event_timestamp`` (as-of time) and ``stream_id``; raw Feast columns that are
+    absent read as missing (filled by the rules above).
+    """
+    n = len(frame)
+    as_of = _epoch_seconds(frame["event_timestamp"]) if n else np.zeros(0)
+    new: dict[str, np.ndarray] = {}
+    for c in ZERO_FILLED:
+        v = _num(frame, c)
+        v[np.isnan(v)] = 0.0
+        new[c] = v
+    for c in NAN_FILLED:
+        new[c] = _num(frame, c)
+    # real-time counters: a window whose whole content is older than the window reads 0
+    age = as_of - _num(frame, "rt_epoch")
+    for m, w in RT_COUNTERS:
+        col = f"{m}_{w}"
+        new[col][~(age < RT_WINDOWS[w])] = 0.0            # NaN age (no row) -> 0 as well
+    new["us_hours_since_last_interaction"] = (as_of - _num(frame, "us_last_interaction_epoch")) / 3600.0
+    lists = frame["recent_streams"].tolist() if "recent_streams" in frame.columns else [None] * n
+    new["recent_stream_rank"] = _rank_in(lists, frame["stream_id"].tolist()) if n else np.zeros(0)
+    new["uc_click_share_30d"] = _ratio(new["uc_clicks_30d"], new["u_clicks_30d"])
+    new["uc_exposure_share_30d"] = _ratio(new["uc_exposures_30d"], new["u_exposures_30d"])
+    rest = frame.drop(columns=[c for c in FEATURE_COLUMNS if c in frame.columns])
+    return pd.concat([rest, pd.DataFrame({c: new[c] for c in FEATURE_COLUMNS}, index=frame.index)], axis=1)

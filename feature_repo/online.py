@@ -1,0 +1,143 @@
+"""Serving-side feature reads (Feast online store) and the assembly of the model's frame.
+
+The API keeps an in-process snapshot of the candidate side (:meth:`OnlineFeatures.stream_rows`,
+refreshed about once a second: the same for every user) and reads only the user side per request
+(:meth:`OnlineFeatures.user_rows`). :func:`assemble` joins both
+and applies :func:`feature_repo.features.derive_features` — the same code as training.
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .definitions import VIEW_FEATURES
+from .features import FEATURE_COLUMNS, STREAM_FEATURE_REFS, USER_FEATURE_REFS, derive_features
+
+_LIST_COLUMNS = {n for v in VIEW_FEATURES for n, dt in VIEW_FEATURES[v] if dt == "int64_list"}
+_USER_REFS = [r for r in USER_FEATURE_REFS if r.split(":")[0] in ("user_stats", "user_recent")]
+_USER_CATEGORY_REFS = [r for r in USER_FEATURE_REFS if r.split(":")[0] == "user_category_stats"]
+_USER_STREAM_REFS = [r for r in USER_FEATURE_REFS if r.split(":")[0] == "user_stream_stats"]
+assert len(_USER_REFS) + len(_USER_CATEGORY_REFS) + len(_USER_STREAM_REFS) == len(USER_FEATURE_REFS)
+USER_ROW_REFS = _USER_REFS + ["user_recent:recent_items"]
+
+
+def _arrays(resp: dict, columns: Sequence[str], index: Optional[np.ndarray] = None) -> dict:
+    """Feast's to_dict() columns as float arrays (None -> NaN) / lists, optionally re-indexed."""
+    out = {}
+    for c in columns:
+        vals = resp[c]
+        if c in _LIST_COLUMNS:
+            col = [list(v) if v is not None else None for v in vals]
+            out[c] = col if index is None else [col[i] for i in index]
+        else:
+            arr = np.array(vals, dtype=float) if None not in vals else \
+                np.array([np.nan if v is None else v for v in vals], dtype=float)
+            out[c] = arr if index is None else arr[index]
+    return out
+
+
+def _frame(resp: dict, columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame(_arrays(resp, columns), columns=list(columns))
+
+
+def _ids(values) -> list[int]:
+    return [int(v) for v in values]
+
+
+class OnlineFeatures:
+    """Reads of the Feast online store for one :class:`store.settings.Settings`."""
+
+    def __init__(self, settings, store=None):
+        self.settings = settings
+        self._store = store
+        self._lock = threading.Lock()
+
+    @property
+    def store(self):
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    from .store import apply_definitions
+                    self._store = apply_definitions(self.settings)
+        return self._store
+
+    def _read(self, refs: list[str], entity_rows: dict) -> dict:
+        return self.store.get_online_features(features=refs, entity_rows=entity_rows).to_dict()
+
+    def user_rows(self, user_id: int, stream_ids: Sequence[int], categories: Sequence[Optional[int]]
+                  ) -> pd.DataFrame:
+        """User-side features for each candidate (user, user x category, user x stream, recent lists).
+
+        Rows in candidate order, with user_id, stream_id, category_id. Three small online reads
+        (the user once, each distinct category once, the user x stream pairs) instead of one
+        candidates x all-user-features read: ~8 ms instead of ~33 ms for 200 candidates (Feast's
+        cost is per returned value, in Python).
+        """
+        sids = _ids(stream_ids)
+        if len(categories) != len(sids):
+            raise ValueError("categories must align with stream_ids")
+        cats = [-1 if c is None or pd.isna(c) else int(c) for c in categories]
+        user_id = int(user_id)
+        n = len(sids)
+        data = {"user_id": np.full(n, user_id, dtype=np.int64), "stream_id": np.asarray(sids, dtype=np.int64),
+                "category_id": np.asarray(cats, dtype=np.int64)}
+        cols = [r.split(":")[1] for r in USER_FEATURE_REFS]
+        if n:
+            uniq_cats = sorted(set(cats))
+            for refs, rows, index in (
+                    (_USER_REFS, {"user_id": [user_id]}, np.zeros(n, dtype=np.int64)),
+                    (_USER_CATEGORY_REFS, {"user_id": [user_id] * len(uniq_cats), "category_id": uniq_cats},
+                     np.searchsorted(uniq_cats, cats)),
+                    (_USER_STREAM_REFS, {"user_id": [user_id] * n, "stream_id": sids}, None)):
+                data.update(_arrays(self._read(refs, rows), [r.split(":")[1] for r in refs], index))
+        else:
+            data.update(_arrays({c: [] for c in cols}, cols))
+        return pd.DataFrame(data, columns=["user_id", "stream_id", "category_id"] + cols)
+
+    def user_row(self, user_id: int) -> dict:
+        """The user's own features (user_stats and recent lists) as a dict."""
+        resp = self._read(USER_ROW_REFS, {"user_id": [int(user_id)]})
+        cols = [r.split(":")[1] for r in USER_ROW_REFS]
+        row = _frame(resp, cols).iloc[0].to_dict()
+        row["user_id"] = int(user_id)
+        return row
+
+    def stream_rows(self, stream_ids: Sequence[int]) -> pd.DataFrame:
+        """Candidate-side features (stream_stats + stream_realtime), one row per stream, in order."""
+        sids = _ids(stream_ids)
+        cols = [r.split(":")[1] for r in STREAM_FEATURE_REFS]
+        if not sids:
+            df = _frame({c: [] for c in cols}, cols)
+        else:
+            df = _frame(self._read(STREAM_FEATURE_REFS, {"stream_id": sids}), cols)
+        df.insert(0, "stream_id", np.asarray(sids, dtype=np.int64))
+        return df
+
+    def assemble(self, user_df: pd.DataFrame, stream_df: pd.DataFrame, now: Optional[datetime] = None
+                 ) -> pd.DataFrame:
+        return assemble(user_df, stream_df, now)
+
+    def features(self, user_id: int, stream_ids: Sequence[int], categories: Sequence[Optional[int]],
+                 now: Optional[datetime] = None) -> pd.DataFrame:
+        """Convenience: user_rows + stream_rows + assemble (no snapshot)."""
+        return assemble(self.user_rows(user_id, stream_ids, categories), self.stream_rows(stream_ids), now)
+
+
+def assemble(user_df: pd.DataFrame, stream_df: pd.DataFrame, now: Optional[datetime] = None) -> pd.DataFrame:
+    """The model's frame for the candidates of ``user_df`` (in its order): user_id, stream_id,
+    event_timestamp (= now) and :data:`FEATURE_COLUMNS`. ``stream_df`` may hold more streams (the
+    snapshot); a candidate missing from it reads as a stream without statistics."""
+    now = now or datetime.now(timezone.utc)
+    ts = pd.Timestamp(now)
+    ts = (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).as_unit("us")
+    s = stream_df.drop_duplicates("stream_id", keep="last").set_index("stream_id")
+    s = s.drop(columns=[c for c in s.columns if c in user_df.columns], errors="ignore")
+    frame = user_df.reset_index(drop=True).join(s, on="stream_id")
+    frame["event_timestamp"] = pd.Series([ts] * len(frame), dtype="datetime64[us, UTC]")
+    out = derive_features(frame)
+    keep = [c for c in ("user_id", "stream_id", "event_timestamp") if c in out.columns]
+    return out[keep + FEATURE_COLUMNS]

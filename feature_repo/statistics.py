@@ -1,0 +1,597 @@
+"""Point-in-time windowed statistics of the event log -> Parquet -> Feast (offline + online).
+
+Definition (one, shared by training and serving):
+
+- Events are cut into buckets ``[k*b, (k+1)*b)`` (b = ``bucket_s``; the real-time log uses
+  ``RT_BUCKET_S``). The row of an entity stamped ``T = t*b`` describes the events with ts < T only;
+  a window W at T covers the buckets lying fully inside ``[T - W, T)`` (``W // b`` buckets).
+- Windowed views also emit a heartbeat row every HEARTBEAT_S (whole buckets) while a window is
+  non-zero: their Feast TTL is that long (it bounds the point-in-time join's work).
+  user_recent rows are emitted only when a list changes.
+- A row is emitted for an entity at T only when one of its values changes there: the entity was
+  active in the bucket that just ended, or a bucket it was active in just left a window (that is
+  how a counter drops back to 0). Between rows the latest row is exact, so Feast's point-in-time
+  join (latest row with event_timestamp <= t) returns the value at t's bucket boundary.
+- Rows are computed vectorised: per entity cumulative sums over the bucket index, looked up with
+  ``searchsorted``; distinct counts via the union of the intervals each (entity, member) pair is
+  inside a window.
+
+Views (see :mod:`feature_repo.definitions` for the columns):
+  stream_stats, user_stats, user_category_stats (windows 1d/7d/30d, bucket ``bucket_s``),
+  user_stream_stats (cumulative, bucket ``bucket_s``), stream_realtime (5m/30m/1h, bucket
+  ``RT_BUCKET_S``: the offline log of the pushed counters), user_recent (last 20 distinct streams
+  / items before T, bucket ``RT_BUCKET_S``).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from .definitions import (BATCH_VIEWS, PUSH_VIEWS, RECENT_N, RT_BUCKET_S, RT_WINDOWS, TIMESTAMP_FIELD,
+                          VIEW_FEATURES, WINDOWS, arrow_schema, heartbeat_buckets, source_path,
+                          view_columns)
+
+log = logging.getLogger(__name__)
+
+_US = 1_000_000
+STREAM_ACTIONS = ("click", "watch")                  # a "viewer" / "visited stream"
+ITEM_ACTIONS = ("item_click", "purchase")
+INTERACTIONS = ("click", "watch", "purchase")        # user x stream last interaction
+
+
+# ============================================================================ the windowed core
+class _Grid:
+    """Entities x bucket indices packed in one int64 key: ``e * span + (k - base)``."""
+
+    def __init__(self, n_entities: int, kmin: int, kmax: int, max_nw: int):
+        self.base = int(kmin)
+        self.span = int(kmax - kmin + max_nw + 3)
+        if n_entities * self.span >= 2 ** 62:
+            raise ValueError("too many entities x buckets for the int64 grid")
+
+    def key(self, e: np.ndarray, j: np.ndarray) -> np.ndarray:
+        return e.astype(np.int64) * self.span + (j.astype(np.int64) - self.base)
+
+    def split(self, g: np.ndarray):
+        return g // self.span, g % self.span + self.base
+
+
+def _unique(g: np.ndarray, return_inverse: bool = False):
+    """Sorted unique int64 values (sort based: faster than np.unique's hash path here)."""
+    order = np.argsort(g, kind="stable")
+    gs = g[order]
+    flag = np.empty(len(gs), dtype=bool)
+    if len(gs):
+        flag[0] = True
+        np.not_equal(gs[1:], gs[:-1], out=flag[1:])
+    uniq = gs[flag]
+    if not return_inverse:
+        return uniq
+    inv = np.empty(len(g), dtype=np.int64)
+    inv[order] = np.cumsum(flag) - 1
+    return uniq, inv
+
+
+def _segment_cumsum(entity: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Cumulative sum restarting at each new entity (``entity`` sorted)."""
+    c = np.cumsum(values, axis=0)
+    if len(entity) == 0:
+        return c
+    first = np.r_[True, entity[1:] != entity[:-1]]
+    starts = np.flatnonzero(first)
+    seg = np.cumsum(first) - 1
+    offset = c[starts] - values[starts]
+    return c - offset[seg]
+
+
+class _Cumulative:
+    """Per-entity cumulative values over sorted (entity, index) keys; ``at(e, j)`` = value at the
+    last key with index <= j (``empty`` when there is none)."""
+
+    def __init__(self, grid: _Grid, g: np.ndarray, values: np.ndarray, empty: float = 0.0):
+        self.grid, self.g, self.empty = grid, g, empty
+        self.entity = g // grid.span
+        self.c = values
+
+    def at(self, e: np.ndarray, j: np.ndarray) -> np.ndarray:
+        q = self.grid.key(e, j)
+        idx = np.searchsorted(self.g, q, side="right") - 1
+        ok = idx >= 0
+        ok[ok] = self.entity[idx[ok]] == e[ok]
+        out = np.full((len(e),) + self.c.shape[1:], self.empty, dtype=float)
+        out[ok] = self.c[idx[ok]]
+        return out
+
+
+def _heartbeats(grid: _Grid, g_out: np.ndarray, every: int) -> np.ndarray:
+    """Add emission times so that consecutive rows of an entity are at most ``every`` buckets apart."""
+    e, t = grid.split(g_out)
+    gap = t[1:] - t[:-1]
+    idx = np.flatnonzero((e[1:] == e[:-1]) & (gap > every))
+    if len(idx) == 0:
+        return g_out
+    cnt = (gap[idx] - 1) // every
+    j = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + 1
+    extra = grid.key(np.repeat(e[idx], cnt), np.repeat(t[idx], cnt) + j * every)
+    return np.sort(np.concatenate([g_out, extra]))
+
+
+def _windowed(entity: np.ndarray, k: np.ndarray, n_entities: int, *, sums: dict, distinct: dict,
+              maxes: dict, windows: dict, t_end: int, heartbeat: Optional[int] = None):
+    """Rows of windowed aggregates.
+
+    entity, k: per event, the entity code and bucket index (events with k < t_end only).
+    sums: name -> per-event values (added up); distinct: name -> (mask, member ids);
+    maxes: name -> per-event values (cumulative max; only with the cumulative window);
+    windows: window name -> number of buckets, or None for "cumulative since the beginning".
+    heartbeat: also emit a row every ``heartbeat`` buckets between changes (until the final
+    all-zero row), so that a TTL of ``heartbeat`` buckets never expires a live value.
+    Returns (entity codes, boundary indices t, {f"{name}_{window}" or name: values}).
+    """
+    if len(entity) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), {}
+    nws = [nw for nw in windows.values() if nw is not None]
+    grid = _Grid(n_entities, k.min(), k.max(), max(nws) if nws else 0)
+    g_ev = grid.key(entity, k)
+    g_act, inv = _unique(g_ev, return_inverse=True)
+    e_act, k_act = grid.split(g_act)
+
+    # emission times: the bucket just ended, or a bucket left a window
+    cand = [g_act + 1] + [g_act + 1 + nw for nw in nws]
+    g_out = _unique(np.concatenate(cand))
+    if heartbeat:
+        g_out = _heartbeats(grid, g_out, int(heartbeat))
+    e_out, t_out = grid.split(g_out)
+    keep = t_out <= t_end
+    e_out, t_out = e_out[keep], t_out[keep]
+
+    cols: dict[str, np.ndarray] = {}
+    if sums:
+        names = list(sums)
+        v = np.zeros((len(g_act), len(names)))
+        for i, n in enumerate(names):
+            v[:, i] = np.bincount(inv, weights=np.asarray(sums[n], dtype=float), minlength=len(g_act))
+        cum = _Cumulative(grid, g_act, _segment_cumsum(e_act, v))
+        s_now = cum.at(e_out, t_out - 1)
+        for w, nw in windows.items():
+            vals = s_now if nw is None else s_now - cum.at(e_out, t_out - 1 - nw)
+            for i, n in enumerate(names):
+                cols[f"{n}_{w}" if w else n] = vals[:, i]
+    for n, vals in maxes.items():
+        m = np.full(len(g_act), -np.inf)
+        np.maximum.at(m, inv, np.nan_to_num(np.asarray(vals, dtype=float), nan=-np.inf))
+        m = pd.Series(m).groupby(e_act).cummax().to_numpy()
+        cum = _Cumulative(grid, g_act, m, empty=-np.inf)
+        out = cum.at(e_out, t_out - 1)
+        out[np.isinf(out)] = np.nan
+        cols[n] = out
+    for n, (mask, member) in distinct.items():
+        mask = np.asarray(mask, dtype=bool)
+        em, km, mm = entity[mask], k[mask], np.asarray(member)[mask].astype(np.int64)
+        # distinct (entity, member, bucket), sorted by (entity, member, bucket)
+        mcode = pd.factorize(mm)[0].astype(np.int64)
+        pair = em.astype(np.int64) * (int(mcode.max()) + 1 if len(mcode) else 1) + mcode
+        order = np.lexsort((km, pair))
+        em, km, pair = em[order], km[order], pair[order]
+        dup = np.r_[False, (pair[1:] == pair[:-1]) & (km[1:] == km[:-1])]
+        em, km, pair = em[~dup], km[~dup], pair[~dup]
+        same_prev = np.r_[False, pair[1:] == pair[:-1]]
+        same_next = np.r_[pair[1:] == pair[:-1], False]
+        gap_prev = np.r_[np.iinfo(np.int64).max, km[1:] - km[:-1]]
+        gap_next = np.r_[km[1:] - km[:-1], np.iinfo(np.int64).max]
+        for w, nw in windows.items():
+            if nw is None:        # cumulative distinct: +1 at the first bucket of each pair
+                start = ~same_prev
+                eg = grid.key(em[start], km[start] + 1)
+                dv = np.ones(int(start.sum()))
+            else:                 # member inside the window for t in the union of [k+1, k+nw]
+                start = ~same_prev | (gap_prev > nw)
+                stop = ~same_next | (gap_next > nw)
+                eg = np.concatenate([grid.key(em[start], km[start] + 1),
+                                     grid.key(em[stop], km[stop] + 1 + nw)])
+                dv = np.r_[np.ones(int(start.sum())), -np.ones(int(stop.sum()))]
+            gd, dinv = _unique(eg, return_inverse=True)
+            dsum = np.bincount(dinv, weights=dv, minlength=len(gd))
+            cum = _Cumulative(grid, gd, _segment_cumsum(gd // grid.span, dsum))
+            cols[f"{n}_{w}" if w else n] = cum.at(e_out, t_out)
+    return e_out, t_out, cols
+
+
+# ============================================================================ helpers
+def _as_us(ts: pd.Series) -> np.ndarray:
+    t = pd.to_datetime(ts, utc=True)
+    return t.astype("datetime64[us, UTC]").astype("int64").to_numpy()
+
+
+def _to_us(t: datetime) -> int:
+    ts = pd.Timestamp(t)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return int(ts.tz_convert("UTC").value) // 1000          # .value is always ns
+
+
+def _timestamps(us: np.ndarray) -> pd.Series:
+    return pd.Series(pd.to_datetime(us.astype(np.int64), unit="us", utc=True)).astype("datetime64[us, UTC]")
+
+
+def _factorize_keys(frame: pd.DataFrame, cols: list[str]):
+    """Entity codes 0..n-1 of the key columns and, per code, the key values."""
+    codes = None
+    levels = []
+    for c in cols:
+        ci, ui = pd.factorize(frame[c].to_numpy(dtype=np.int64))
+        levels.append((ci, ui))
+        codes = ci.astype(np.int64) if codes is None else codes * len(ui) + ci
+    codes = _unique(codes, return_inverse=True)[1] if codes is not None else np.zeros(0, np.int64)
+    n = int(codes.max()) + 1 if len(codes) else 0
+    keys = {}
+    rep = np.zeros(n, dtype=np.int64)
+    rep[codes] = np.arange(len(codes))       # one event per entity
+    for c, (ci, ui) in zip(cols, levels):
+        keys[c] = ui[ci[rep]]
+    return codes, n, keys
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    out = np.full(len(num), np.nan)
+    ok = den > 0
+    out[ok] = num[ok] / den[ok]
+    return out
+
+
+def _prepare(events: pd.DataFrame) -> pd.DataFrame:
+    ev = events
+    out = pd.DataFrame({
+        "user_id": ev["user_id"].astype("int64").to_numpy(),
+        "us": _as_us(ev["ts"]),
+        "type": ev["type"].astype(str).to_numpy(),
+        "stream_id": pd.to_numeric(ev["stream_id"], errors="coerce").astype("Int64"),
+        "item_id": pd.to_numeric(ev["item_id"], errors="coerce").astype("Int64") if "item_id" in ev else pd.NA,
+        "value": pd.to_numeric(ev["value"], errors="coerce").astype(float).fillna(0.0).to_numpy()
+        if "value" in ev else 0.0,
+    })
+    return out
+
+
+def _finish(view: str, keys: dict, t_us: np.ndarray, feats: dict) -> pd.DataFrame:
+    """The view's frame, rows ordered by (entity, event_timestamp)."""
+    cols = {k: np.asarray(v, dtype=np.int64) for k, v in keys.items()}
+    cols[TIMESTAMP_FIELD] = pd.DatetimeIndex(pd.to_datetime(np.asarray(t_us, dtype=np.int64), unit="us", utc=True)
+                                             ).as_unit("us")
+    for name, dt in VIEW_FEATURES[view]:
+        v = feats[name]
+        if dt == "int64":
+            cols[name] = np.rint(v).astype(np.int64)
+        elif dt == "float64":
+            cols[name] = np.asarray(v, dtype=float)
+        else:
+            cols[name] = pd.Series(v, dtype=object).to_numpy()
+    return pd.DataFrame(cols, columns=view_columns(view))
+
+
+def empty_frame(view: str) -> pd.DataFrame:
+    return arrow_schema(view).empty_table().to_pandas().astype({TIMESTAMP_FIELD: "datetime64[us, UTC]"})
+
+
+def _nb(window_s: int, bucket_s: int) -> int:
+    nw = int(window_s) // int(bucket_s)
+    if nw < 1:
+        raise ValueError(f"bucket of {bucket_s}s is longer than a {window_s}s window")
+    return nw
+
+
+def _t_end(us: np.ndarray, b_us: int, end_us: Optional[int], origin_us: int) -> int:
+    if end_us is not None:
+        return int((end_us - origin_us) // b_us)
+    return int((us.max() - origin_us) // b_us) + 1 if len(us) else 0
+
+
+# ============================================================================ the views
+def _rate_view(view: str, ev: pd.DataFrame, key_cols: list[str], *, b_us: int, origin_us: int,
+               t_end: int, windows: dict, prefix: str, distinct_name: Optional[str],
+               distinct_col: Optional[str], with_watches: bool = True) -> pd.DataFrame:
+    """stream_stats / user_stats / user_category_stats."""
+    if ev.empty:
+        return empty_frame(view)
+    codes, n_ent, keyvals = _factorize_keys(ev, key_cols)
+    k = (ev["us"].to_numpy() - origin_us) // b_us
+    typ = ev["type"].to_numpy()
+    val = ev["value"].to_numpy()
+    is_watch = typ == "watch"
+    is_buy = typ == "purchase"
+    sums = {"exposures": typ == "impression", "clicks": typ == "click", "watch_s": np.where(is_watch, val, 0.0),
+            "purchases": is_buy}
+    if with_watches:
+        sums.update({"watches": is_watch, "gmv": np.where(is_buy, val, 0.0)})
+    distinct = {}
+    if distinct_name:
+        distinct[distinct_name] = (np.isin(typ, STREAM_ACTIONS), ev[distinct_col].fillna(-1).to_numpy(dtype=np.int64))
+    nws = {w: _nb(s, b_us // _US) for w, s in windows.items()}
+    e, t, cols = _windowed(codes, k, n_ent, sums=sums, distinct=distinct, maxes={}, windows=nws,
+                           t_end=t_end, heartbeat=heartbeat_buckets(b_us // _US))
+    feats = {}
+    for w in windows:
+        feats[f"{prefix}exposures_{w}"] = cols[f"exposures_{w}"]
+        feats[f"{prefix}clicks_{w}"] = cols[f"clicks_{w}"]
+        feats[f"{prefix}purchases_{w}"] = cols[f"purchases_{w}"]
+        feats[f"{prefix}ctr_{w}"] = _ratio(np.rint(cols[f"clicks_{w}"]), np.rint(cols[f"exposures_{w}"]))
+        if with_watches:
+            watches = np.rint(cols[f"watches_{w}"])
+            feats[f"{prefix}watches_{w}"] = watches
+            feats[f"{prefix}cvr_{w}"] = _ratio(np.rint(cols[f"purchases_{w}"]), np.rint(cols[f"clicks_{w}"]))
+            feats[f"{prefix}stay_mean_{w}"] = _ratio(np.round(cols[f"watch_s_{w}"], 6), watches)
+            feats[f"{prefix}gmv_{w}"] = np.round(cols[f"gmv_{w}"], 6)
+            feats[f"{prefix}{distinct_name}_{w}"] = cols[f"{distinct_name}_{w}"]
+        else:
+            feats[f"{prefix}watch_s_{w}"] = np.round(cols[f"watch_s_{w}"], 6)
+    keys = {c: keyvals[c][e] for c in key_cols}
+    return _finish(view, keys, t * b_us + origin_us, feats)
+
+
+def _user_stream_view(ev: pd.DataFrame, *, b_us: int, origin_us: int, t_end: int) -> pd.DataFrame:
+    view = "user_stream_stats"
+    ev = ev[ev["stream_id"].notna() & ev["type"].isin(INTERACTIONS)]
+    if ev.empty:
+        return empty_frame(view)
+    codes, n_ent, keyvals = _factorize_keys(ev, ["user_id", "stream_id"])
+    k = (ev["us"].to_numpy() - origin_us) // b_us
+    typ = ev["type"].to_numpy()
+    val = ev["value"].to_numpy()
+    sums = {"clicks": typ == "click", "watches": typ == "watch", "purchases": typ == "purchase",
+            "watch_s": np.where(typ == "watch", val, 0.0)}
+    inter = ev["us"].to_numpy() / _US
+    e, t, cols = _windowed(codes, k, n_ent, sums=sums, distinct={}, maxes={"last": inter},
+                           windows={"": None}, t_end=t_end)
+    feats = {f"us_{n}": cols[n] for n in ("clicks", "watches", "purchases")}
+    feats["us_watch_s"] = np.round(cols["watch_s"], 6)
+    feats["us_last_interaction_epoch"] = cols["last"]
+    keys = {c: keyvals[c][e] for c in ("user_id", "stream_id")}
+    return _finish(view, keys, t * b_us + origin_us, feats)
+
+
+def _realtime_view(ev: pd.DataFrame, *, b_us: int, origin_us: int, t_end: int) -> pd.DataFrame:
+    view = "stream_realtime"
+    ev = ev[ev["stream_id"].notna() & ev["type"].isin(STREAM_ACTIONS + ("purchase",))]
+    if ev.empty:
+        return empty_frame(view)
+    codes, uniq = pd.factorize(ev["stream_id"].astype("int64").to_numpy())
+    k = (ev["us"].to_numpy() - origin_us) // b_us
+    typ = ev["type"].to_numpy()
+    nws = {w: _nb(s, b_us // _US) for w, s in RT_WINDOWS.items()}
+    e, t, cols = _windowed(codes, k, len(uniq), sums={"clicks": typ == "click", "orders": typ == "purchase"},
+                           distinct={"viewers": (np.isin(typ, STREAM_ACTIONS), ev["user_id"].to_numpy())},
+                           maxes={}, windows=nws, t_end=t_end)
+    t_us = t * b_us + origin_us
+    feats = {f"{m}_{w}": cols[f"{m}_{w}"] for m in ("viewers", "clicks", "orders") for w in RT_WINDOWS}
+    feats["rt_epoch"] = t_us / _US
+    return _finish(view, {"stream_id": uniq[e]}, t_us, feats)
+
+
+def _recent_view(ev: pd.DataFrame, *, b_us: int, origin_us: int, t_end: int) -> pd.DataFrame:
+    """Last RECENT_N distinct streams (click/watch) and items (item_click/purchase) before T.
+
+    A row per (user, bucket with such an event) where a list changed, stamped at the bucket's end.
+    The list update is a short loop over the relevant events (each step touches at most RECENT_N
+    entries).
+    """
+    view = "user_recent"
+    typ = ev["type"].to_numpy()
+    is_s = np.isin(typ, STREAM_ACTIONS) & ev["stream_id"].notna().to_numpy()
+    is_i = np.isin(typ, ITEM_ACTIONS) & ev["item_id"].notna().to_numpy()
+    sel = is_s | is_i
+    if not sel.any():
+        return empty_frame(view)
+    k = (ev["us"].to_numpy() - origin_us) // b_us
+    sub = pd.DataFrame({"user_id": ev["user_id"].to_numpy()[sel], "k": k[sel], "us": ev["us"].to_numpy()[sel],
+                        "is_s": is_s[sel],
+                        "obj": np.where(is_s[sel], ev["stream_id"].fillna(-1).to_numpy(dtype=np.int64)[sel],
+                                        ev["item_id"].fillna(-1).to_numpy(dtype=np.int64)[sel])})
+    sub = sub[sub["k"] < t_end]
+    sub = sub.sort_values(["user_id", "us"], kind="stable")
+    users, ks, flags, objs = (sub[c].tolist() for c in ("user_id", "k", "is_s", "obj"))
+    out_u, out_t, out_s, out_i = [], [], [], []
+    n = len(users)
+    cur_user = None
+    streams: list = []
+    items: list = []
+    last_s: list = []
+    last_i: list = []
+    for i in range(n):
+        u = users[i]
+        if u != cur_user:
+            cur_user, streams, items, last_s, last_i = u, [], [], None, None
+        lst = streams if flags[i] else items
+        o = objs[i]
+        if o in lst:
+            lst.remove(o)
+        lst.insert(0, o)
+        if len(lst) > RECENT_N:
+            lst.pop()
+        if (i + 1 == n or users[i + 1] != u or ks[i + 1] != ks[i]) and (streams != last_s or items != last_i):
+            last_s, last_i = list(streams), list(items)
+            out_u.append(u)
+            out_t.append(ks[i] + 1)
+            out_s.append(last_s)
+            out_i.append(last_i)
+    t_us = np.asarray(out_t, dtype=np.int64) * b_us + origin_us
+    return _finish(view, {"user_id": np.asarray(out_u, dtype=np.int64)}, t_us,
+                   {"recent_streams": out_s, "recent_items": out_i})
+
+
+def _categories(ev: pd.DataFrame, streams: Optional[pd.DataFrame], items: Optional[pd.DataFrame]) -> pd.Series:
+    cat = pd.Series(pd.NA, index=ev.index, dtype="Int64")
+    if streams is not None and len(streams):
+        m = pd.Series(streams["category"].astype("Int64").to_numpy(), index=streams["stream_id"].astype("int64"))
+        m = m[~m.index.duplicated()]
+        cat = ev["stream_id"].map(m).astype("Int64")
+    if items is not None and len(items) and "item_id" in ev:
+        m = pd.Series(items["category"].astype("Int64").to_numpy(), index=items["item_id"].astype("int64"))
+        m = m[~m.index.duplicated()]
+        no_stream = ev["stream_id"].isna() & ev["item_id"].notna()
+        if no_stream.any():
+            cat[no_stream] = ev.loc[no_stream, "item_id"].map(m).astype("Int64")
+    return cat
+
+
+def compute_statistics(events: pd.DataFrame, streams: Optional[pd.DataFrame], *, bucket_s: int,
+                       end: Optional[datetime] = None, items: Optional[pd.DataFrame] = None,
+                       rt_bucket_s: int = RT_BUCKET_S, origin: Optional[datetime] = None,
+                       views: Optional[list[str]] = None) -> dict[str, pd.DataFrame]:
+    """All feature views' rows from an event frame (EVENT_COLUMNS).
+
+    end: rows up to the last bucket boundary <= end, from events with ts before that boundary
+    (default: up to the end of the last event's bucket). streams: catalog (stream_id, category)
+    for user_category_stats; items (item_id, category) gives a category to purchases without a
+    stream. origin: bucket origin (default the epoch; realtime.py aligns it on the push instant).
+    """
+    views = list(views) if views is not None else BATCH_VIEWS + PUSH_VIEWS
+    ev = _prepare(events)
+    origin_us = _to_us(origin) if origin is not None else 0
+    end_us = _to_us(end) if end is not None else None
+    out: dict[str, pd.DataFrame] = {}
+
+    b_us = int(bucket_s) * _US
+    t_end = _t_end(ev["us"].to_numpy(), b_us, end_us, origin_us)
+    evb = ev[(ev["us"].to_numpy() - origin_us) // b_us < t_end]
+    has_stream = evb["stream_id"].notna()
+    if "stream_stats" in views:
+        sub = evb[has_stream & evb["type"].isin(("impression", "click", "watch", "purchase"))]
+        out["stream_stats"] = _rate_view("stream_stats", sub.assign(stream_id=sub["stream_id"].astype("int64")),
+                                         ["stream_id"], b_us=b_us, origin_us=origin_us, t_end=t_end,
+                                         windows=WINDOWS, prefix="s_", distinct_name="viewers",
+                                         distinct_col="user_id")
+    if "user_stats" in views:
+        sub = evb[evb["type"].isin(("impression", "click", "watch", "purchase"))]
+        out["user_stats"] = _rate_view("user_stats", sub, ["user_id"], b_us=b_us, origin_us=origin_us,
+                                       t_end=t_end, windows=WINDOWS, prefix="u_", distinct_name="streams",
+                                       distinct_col="stream_id")
+    if "user_category_stats" in views:
+        sub = evb[evb["type"].isin(("impression", "click", "watch", "purchase"))]
+        cat = _categories(sub, streams, items)
+        sub = sub.assign(category_id=cat)[cat.notna()]
+        sub = sub.assign(category_id=sub["category_id"].astype("int64"))
+        out["user_category_stats"] = _rate_view("user_category_stats", sub, ["user_id", "category_id"],
+                                                b_us=b_us, origin_us=origin_us, t_end=t_end, windows=WINDOWS,
+                                                prefix="uc_", distinct_name=None, distinct_col=None,
+                                                with_watches=False)
+    if "user_stream_stats" in views:
+        out["user_stream_stats"] = _user_stream_view(evb, b_us=b_us, origin_us=origin_us, t_end=t_end)
+
+    r_us = int(rt_bucket_s) * _US
+    rt_end = _t_end(ev["us"].to_numpy(), r_us, end_us, origin_us)
+    evr = ev[(ev["us"].to_numpy() - origin_us) // r_us < rt_end]
+    if "stream_realtime" in views:
+        out["stream_realtime"] = _realtime_view(evr, b_us=r_us, origin_us=origin_us, t_end=rt_end)
+    if "user_recent" in views:
+        out["user_recent"] = _recent_view(evr, b_us=r_us, origin_us=origin_us, t_end=rt_end)
+    for view, df in out.items():
+        df.attrs["bucket_s"] = int(bucket_s) if view in BATCH_VIEWS else int(rt_bucket_s)
+    return out
+
+
+# ============================================================================ write, materialize
+def write_statistics(settings, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Write each frame to ``<feast_repo>/data/<view>.parquet`` (atomic replace, us UTC timestamps)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from .store import data_dir
+    d = data_dir(settings)
+    d.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for view, df in frames.items():
+        bucket = df.attrs.get("bucket_s")
+        if view in BATCH_VIEWS and bucket is not None and int(bucket) != int(settings.stats_bucket_s):
+            raise ValueError(f"{view} was computed with {bucket}s buckets but settings.stats_bucket_s is "
+                             f"{settings.stats_bucket_s} (the views' TTLs follow the setting)")
+        schema = arrow_schema(view)
+        df = df[view_columns(view)].copy()
+        df[TIMESTAMP_FIELD] = pd.to_datetime(df[TIMESTAMP_FIELD], utc=True).astype("datetime64[us, UTC]")
+        table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+        path = source_path(d, view)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        pq.write_table(table, tmp, row_group_size=256_000)
+        os.replace(tmp, path)
+        counts[view] = len(df)
+    return counts
+
+
+def _state_path(settings) -> Path:
+    return Path(settings.feast_repo) / "statistics_state.json"
+
+
+def materialize(settings, frames: dict[str, pd.DataFrame], end: datetime, *, events_before: Optional[dict] = None,
+                progress: bool = False) -> dict:
+    """Materialize the written views up to ``end``.
+
+    Incremental (``materialize_incremental``) when every view was materialized before and no event
+    arrived late (before the previous end); otherwise a full ``materialize`` from the earliest row.
+    """
+    from .store import apply_definitions
+    store = apply_definitions(settings)
+    state_file = _state_path(settings)
+    state = json.loads(state_file.read_text()) if state_file.exists() else None
+    views = list(frames)
+    prev_end = None
+    incremental = False
+    if state and events_before is not None:
+        prev_end = datetime.fromisoformat(state["end"])
+        same = events_before.get("count_before_prev_end") == state.get("events_before_end")
+        done = all(store.get_feature_view(v).most_recent_end_time is not None for v in views)
+        incremental = bool(same and done and prev_end <= end)
+    quiet = contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO())
+    with quiet:                      # Feast prints its own progress to stdout
+        if incremental:
+            store.materialize_incremental(end_date=end, feature_views=views)
+            mode = "incremental"
+        else:
+            starts = [f[TIMESTAMP_FIELD].min() for f in frames.values() if len(f)]
+            start = (min(starts).to_pydatetime() if starts else end) - pd.Timedelta(seconds=1).to_pytimedelta()
+            store.materialize(start_date=start, end_date=end, feature_views=views)
+            mode = "full"
+    return {"mode": mode, "end": end.isoformat(), "previous_end": prev_end.isoformat() if prev_end else None}
+
+
+def run_statistics(settings, end: Optional[datetime] = None, progress: bool = True) -> dict:
+    """Event log -> statistics -> Parquet -> apply -> materialize up to ``end`` (default now)."""
+    from store.ingest import load_catalog, load_events
+    t0 = time.perf_counter()
+    end = end or datetime.now(timezone.utc)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=timezone.utc)
+    events = load_events(settings.database_url, end=end)
+    catalog = load_catalog(settings.database_url)
+    t1 = time.perf_counter()
+    frames = compute_statistics(events, catalog.get("streams"), bucket_s=settings.stats_bucket_s, end=end,
+                                items=catalog.get("items"))
+    t2 = time.perf_counter()
+    rows = write_statistics(settings, frames)
+    t3 = time.perf_counter()
+    state_file = _state_path(settings)
+    state = json.loads(state_file.read_text()) if state_file.exists() else None
+    before = None
+    if state:
+        prev_end_us = _to_us(datetime.fromisoformat(state["end"]))
+        before = {"count_before_prev_end": int((_as_us(events["ts"]) < prev_end_us).sum()) if len(events) else 0}
+    mat = materialize(settings, frames, end, events_before=before, progress=progress)
+    t4 = time.perf_counter()
+    state_file.write_text(json.dumps({"end": end.isoformat(), "events_before_end": int(len(events))}))
+    summary = {"events": int(len(events)), "rows": rows, "end": end.isoformat(), "materialize": mat["mode"],
+               "seconds": {"load": round(t1 - t0, 3), "compute": round(t2 - t1, 3), "write": round(t3 - t2, 3),
+                           "materialize": round(t4 - t3, 3), "total": round(t4 - t0, 3)},
+               "events_per_s": round(len(events) / max(t2 - t1, 1e-9))}
+    msg = (f"statistics: {len(events):,} events -> {sum(rows.values()):,} rows in {t2 - t1:.2f}s "
+           f"({summary['events_per_s']:,} events/s); materialize ({mat['mode']}) {t4 - t3:.2f}s")
+    log.info(msg)
+    if progress:
+        print(msg, flush=True)
+    return summary

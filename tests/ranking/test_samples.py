@@ -1,0 +1,84 @@
+"""ranking.samples.impression_labels: click / purchase / stay attribution rules."""
+import numpy as np
+import pandas as pd
+
+from ranking.samples import LABEL_COLUMNS, impression_labels
+
+T = pd.Timestamp("2026-02-01T10:00:00Z")
+
+
+def _events(rows):
+    df = pd.DataFrame(rows, columns=["event_id", "user_id", "ts", "type", "stream_id", "item_id", "request_id",
+                                     "position", "page", "value"])
+    df["ts"] = pd.to_datetime(df["ts"], utc=True).astype("datetime64[us, UTC]")
+    df["stream_id"] = df["stream_id"].astype("Int64")
+    df["item_id"] = df["item_id"].astype("Int64")
+    df["position"] = df["position"].astype("Int64")
+    return df.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def m(minutes):
+    return T + pd.Timedelta(minutes=minutes)
+
+
+def test_labels_by_request_id():
+    ev = _events([
+        ("i1", 1, m(0), "impression", 1, None, "A", 1, "live", None),
+        ("i2", 1, m(0), "impression", 2, None, "A", 2, "live", None),
+        ("i3", 1, m(0), "impression", 3, None, "A", 3, "live", None),
+        ("c2", 1, m(0.2), "click", 2, None, "A", 2, "live", None),
+        ("w2", 1, m(1), "watch", 2, None, "A", None, None, 120.0),
+        ("p2", 1, m(5), "purchase", 2, 50, "A", None, None, 30.0),
+        ("c3", 1, m(1), "click", 3, None, None, None, None, None),     # no request id: not A's click
+        ("p9", 1, m(6), "purchase", None, 51, None, None, None, 9.0),   # no stream: never attributed
+    ])
+    lab = impression_labels(ev, pd.DataFrame({"stream_id": [1, 2, 3], "category": [7, 8, 9]}))
+    assert list(lab.columns) == LABEL_COLUMNS
+    assert lab["event_id"].tolist() == ["i1", "i2", "i3"]
+    assert lab["click"].tolist() == [0, 1, 0]
+    assert lab["purchase"].tolist() == [0, 1, 0]
+    assert lab["stay_s"].tolist() == [0.0, 120.0, 0.0]
+    assert lab["category"].tolist() == [7, 8, 9]
+    assert lab["position"].tolist() == [1, 2, 3] and (lab["request_id"] == "A").all()
+    assert str(lab["ts"].dtype) == "datetime64[us, UTC]"
+
+
+def test_labels_without_request_id_last_touch_and_windows():
+    ev = _events([
+        ("a", 2, m(0), "impression", 5, None, None, None, None, None),
+        ("b", 2, m(10), "impression", 5, None, None, None, None, None),
+        ("c", 2, m(20), "impression", 5, None, None, None, None, None),
+        ("w", 2, m(25), "watch", 5, None, None, None, None, 300.0),
+        ("p", 2, m(180), "purchase", 5, 60, None, None, None, 20.0),
+        ("d", 2, m(200), "impression", 5, None, None, None, None, None),   # later, not clicked
+        ("p2", 2, m(205), "purchase", 5, 61, None, None, None, 5.0),     # goes to the clicked one (c)
+        ("p3", 2, m(20 + 24 * 60 + 5), "purchase", 5, 62, None, None, None, 5.0),  # 24 h after c
+        ("e", 3, m(0), "impression", 6, None, None, None, None, None),
+        ("f", 3, m(31), "click", 6, None, None, None, None, None),       # > 30 min: not a click of e
+        ("g", 4, m(0), "impression", 6, None, None, None, None, None),
+        ("h", 4, m(0), "click", 6, None, None, None, None, None),        # same instant counts
+        ("x", 5, m(0), "impression", 6, None, None, None, None, None),
+        ("y", 9, m(1), "click", 6, None, None, None, None, None),        # another user: not x's click
+    ])
+    lab = impression_labels(ev).set_index("event_id")
+    assert lab.loc[["a", "b", "c", "d"], "click"].tolist() == [0, 0, 1, 0]
+    assert lab.loc["c", "stay_s"] == 300.0
+    assert lab.loc["c", "purchase"] == 1 and lab.loc["d", "purchase"] == 0
+    assert lab.loc[["e", "g", "x"], "click"].tolist() == [0, 1, 0]
+    assert lab["category"].isna().all()
+    # p3 is 24h05 after c (the clicked impression): outside the window, and d was not clicked
+    assert lab["purchase"].sum() == 1
+    assert len(lab) == 7
+
+
+def test_empty_and_order_preserved():
+    ev = _events([("k", 1, m(0), "click", 1, None, None, None, None, None)])
+    lab = impression_labels(ev)
+    assert list(lab.columns) == LABEL_COLUMNS and len(lab) == 0
+    rng = np.random.default_rng(0)
+    rows = [(f"i{i}", int(rng.integers(1, 4)), m(float(rng.integers(0, 500))), "impression",
+             int(rng.integers(1, 4)), None, None, None, None, None) for i in range(200)]
+    ev = _events(rows)
+    lab = impression_labels(ev)
+    assert len(lab) == 200 and lab["ts"].is_monotonic_increasing
+    assert (lab[["click", "purchase"]].to_numpy() == 0).all()

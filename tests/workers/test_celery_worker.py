@@ -1,0 +1,113 @@
+"""A real Celery worker PROCESS runs the tasks, on the embedded broker and on Redis."""
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from store.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+END = datetime(2026, 3, 2, 0, tzinfo=timezone.utc)
+
+
+def _redis_url() -> str | None:
+    url = os.environ.get("STREAMRANK_TEST_REDIS", "redis://127.0.0.1:6379")
+    host, port = url.split("//", 1)[1].split(":")
+    try:
+        with socket.create_connection((host, int(port.split("/")[0])), timeout=0.5):
+            return url
+    except OSError:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError(f"Redis is required in CI and is not reachable at {url} (.ci/run starts it)")
+        return None
+
+
+def _settings(kind: str, home: Path) -> Settings:
+    if kind == "embedded":
+        return Settings(home=home).ensure_dirs()
+    url = _redis_url()
+    if url is None:
+        pytest.skip("no Redis server on 127.0.0.1:6379 (CI starts one; locally: redis-server --bind 127.0.0.1)")
+    db = 5 + os.getpid() % 5
+    import redis
+    r = redis.Redis.from_url(f"{url}/{db}")
+    r.flushdb()
+    return Settings(home=home, broker_url=f"{url}/{db}", result_backend=f"{url}/{db}",
+                    feast_online=f"{url}/{db + 5}").ensure_dirs()
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis"])
+def worker(request, tmp_path_factory):
+    settings = _settings(request.param, tmp_path_factory.mktemp(request.param))
+    from store.sources import ingest_source
+    from store.sources.simulator import SimConfig, simulate
+    ingest_source(settings, simulate(SimConfig(seed=3, n_users=300, n_streams=30, n_items=200, days=4, end=END,
+                                               requests_per_day=700)), progress=False)
+    env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}
+    log = open(settings.home / "worker.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+                             "-Q", "realtime,default,training", "--pool", "solo", "--loglevel", "INFO",
+                             "--without-gossip", "--without-mingle", "-n", f"test-{request.param}@%h"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    from workers.celery_app import make_celery
+    celery = make_celery(settings)
+    yield settings, celery, proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    if request.param == "redis":
+        import redis
+        redis.Redis.from_url(settings.broker_url).flushdb()
+
+
+def _run(celery, name, timeout=240, **kwargs):
+    res = celery.send_task(name, kwargs=kwargs)
+    return res.get(timeout=timeout)
+
+
+def test_statistics_then_train_gbdt_once_per_data_version(worker):
+    settings, celery, proc = worker
+    from store.registry import list_models
+    from workers.celery_app import TASK_NAMES
+    first = _run(celery, TASK_NAMES["compute_statistics"], end=END.isoformat())
+    assert first["skipped"] is False
+    again = _run(celery, TASK_NAMES["compute_statistics"], end=END.isoformat())
+    assert again["skipped"] is True and again["key"] == first["key"]
+
+    a = _run(celery, TASK_NAMES["train_gbdt"], end=END.isoformat())
+    b = _run(celery, TASK_NAMES["train_gbdt"], end=END.isoformat())
+    assert a["version"] == b["version"]
+    versions = list_models(settings.database_url, "gbdt")
+    assert len(versions) == 1 and versions[0]["status"] == "active"
+    assert versions[0]["metrics"]["auc"] > 0.5
+    assert proc.poll() is None
+
+
+def test_push_realtime_reaches_the_online_store(worker):
+    settings, celery, proc = worker
+    from feature_repo.store import get_store
+    from store.ingest import ingest_events, load_catalog
+    from workers.celery_app import TASK_NAMES
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    stream = int(load_catalog(settings.database_url)["streams"].stream_id.iloc[0])
+    events = [{"event_id": f"rt-{i}", "user_id": 10_000 + i, "ts": (now - timedelta(seconds=30 + i)).isoformat(),
+               "type": "click", "stream_id": stream} for i in range(3)]
+    assert ingest_events(settings.database_url, events).inserted == 3
+    out = _run(celery, TASK_NAMES["push_realtime"], event_ids=[e["event_id"] for e in events], at=now.isoformat())
+    assert out["rows"] >= 1
+    store = get_store(settings)
+    row = store.get_online_features(features=["stream_realtime:clicks_5m", "stream_realtime:viewers_5m"],
+                                    entity_rows=[{"stream_id": stream}]).to_dict()
+    assert row["clicks_5m"][0] == 3
+    assert row["viewers_5m"][0] == 3
+    recent = store.get_online_features(features=["user_recent:recent_streams"],
+                                       entity_rows=[{"user_id": 10_000}]).to_dict()
+    assert list(recent["recent_streams"][0]) == [stream]
