@@ -1,0 +1,78 @@
+"""The StreamRank HTTP API (Flask application factory).
+
+``create_app(settings=None, **overrides)`` is the only entry: ``Settings.from_env(**overrides)``
+when no settings are given, so ``gunicorn 'api:create_app()'`` runs on the environment alone
+(gunicorn 27: add ``--no-control-socket`` or ``--control-socket PATH``). Blueprints, one per
+concern:
+
+=====================  =========================================================================
+``POST /v1/recommend``  api.recommend: ``{user_id, candidates?, k?, page?}`` -> ranked streams,
+                        the model (or the popularity fallback and why); logs the impressions
+``POST /v1/events``     api.events: <= 1000 events, validated, answered after commit; enqueues the
+                        real-time push
+``GET /v1/models``      api.models: the model registry
+``GET /healthz``        api.health: the process is up (no I/O)
+``GET /readyz``         api.health: database and feature store reachable (503 when not)
+=====================  =========================================================================
+
+Every error is JSON ``{"error": code, "detail": message}``. Write routes (``/v1/events`` and
+``/v1/recommend``, which writes impressions) need ``X-API-Key: <settings.api_key>`` when a key is
+configured. Unknown JSON fields are REJECTED (400 ``unknown_field``), never silently ignored.
+
+Nothing heavy is imported here: Feast, LightGBM and the Celery app are created lazily by the first
+request that needs them (:mod:`api.runtime`) and torn down by :func:`close_app`.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import weakref
+
+from flask import Flask
+
+from .auth import require_api_key
+from .errors import register_error_handlers
+from .runtime import EXTENSION, Runtime, close_app, get_runtime
+
+__all__ = ["create_app", "close_app", "get_runtime", "require_api_key"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 2 * 1024 * 1024        # a 1000-event batch is ~200 KB; 2 MiB leaves room
+
+
+def create_app(settings=None, **overrides) -> Flask:
+    """Build the API for ``settings`` (default: ``Settings.from_env(**overrides)``)."""
+    from store.settings import Settings
+    if settings is None:
+        settings = Settings.from_env(**overrides)
+    elif overrides:
+        settings = settings.with_(**overrides)
+
+    app = Flask(__name__)
+    app.config.update(
+        SETTINGS=settings,
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        MAX_EVENTS=1000,              # per POST /v1/events
+        MAX_CANDIDATES=1000,          # per POST /v1/recommend
+        MAX_K=200,
+        MODEL_CHECK_S=2.0,            # registry polled at most this often for a new active model
+        SNAPSHOT_BACKGROUND=True,     # refresh thread for the candidate feature snapshot
+        SNAPSHOT_INTERVAL_S=None,     # None: settings.snapshot_interval_s
+        BROKER_TIMEOUT_S=2.0,
+        READY_TIMEOUT_S=3.0,          # each /readyz check
+    )
+    app.json.sort_keys = False
+    app.json.compact = True
+    app.extensions[EXTENSION] = Runtime(settings, app.config)
+
+    register_error_handlers(app)
+    from . import events, health, models, recommend
+    app.register_blueprint(health.bp)
+    app.register_blueprint(models.bp)
+    app.register_blueprint(recommend.bp)
+    app.register_blueprint(events.bp)
+
+    ref = weakref.ref(app)
+    atexit.register(lambda: ref() is not None and close_app(ref()))
+    return app

@@ -1,0 +1,152 @@
+"""JSON errors for every 4xx / 5xx, and the request-body helpers that raise them.
+
+Every error answer is ``{"error": <short code>, "detail": <human message>}`` (plus optional
+extra keys, e.g. ``errors`` for a rejected event batch). Bad input is always a 4xx: the body is
+parsed here (strict JSON: no NaN / Infinity, bounded size and depth) and the routes validate types
+with :func:`int_field` & co. (a boolean is NOT an integer, a float is not an id).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any, Optional
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+INT64_MAX = 2 ** 63 - 1
+
+
+class ApiError(Exception):
+    """Raised by the routes; answered as ``{"error": code, "detail": detail, **extra}``."""
+
+    def __init__(self, status: int, code: str, detail: str, **extra: Any):
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+
+def bad_request(detail: str, code: str = "bad_request", **extra) -> ApiError:
+    return ApiError(400, code, detail, **extra)
+
+
+def error_response(status: int, code: str, detail: str, **extra):
+    body = {"error": code, "detail": detail}
+    body.update(extra)
+    resp = jsonify(body)
+    resp.status_code = status
+    return resp
+
+
+def _code_of(exc: HTTPException) -> str:
+    name = exc.name or "error"
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "error"
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.detail, **exc.extra)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        # 404, 405 (keeps the Allow header), 413, 415, werkzeug's own 400s, ...
+        detail = exc.description or exc.name
+        if exc.code == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            detail = f"request body larger than {limit} bytes" if limit else detail
+        resp = error_response(exc.code or 500, _code_of(exc), detail)
+        for key, value in exc.get_headers():
+            if key.lower() not in ("content-type", "content-length"):
+                resp.headers[key] = value
+        return resp
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", f"{type(exc).__name__}: the server failed to answer")
+
+
+# ----------------------------------------------------------------------------- request bodies
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_body() -> Any:
+    """The request's JSON document (any type). 415 unless the body is declared JSON; 400 when
+    it is empty, not UTF-8, not strict JSON (NaN/Infinity rejected) or nested too deeply."""
+    if not request.is_json:
+        ctype = request.headers.get("Content-Type") or "none"
+        raise ApiError(415, "unsupported_media_type",
+                       f"send the body as application/json (got Content-Type: {ctype[:80]})")
+    raw = request.get_data(cache=True)      # raises 413 beyond MAX_CONTENT_LENGTH
+    if not raw.strip():
+        raise bad_request("the request body is empty: send a JSON document", code="invalid_json")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("the request body is not UTF-8", code="invalid_json") from None
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise bad_request(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                          code="invalid_json") from None
+    except (ValueError, RecursionError) as exc:
+        raise bad_request(f"malformed JSON: {str(exc)[:200] or 'nested too deeply'}", code="invalid_json") from None
+
+
+def json_object(allowed: Optional[set] = None) -> dict:
+    """The body as a JSON object; with ``allowed``, any other key is a 400 (typos never pass silently)."""
+    body = json_body()
+    if not isinstance(body, dict):
+        raise bad_request(f"the body must be a JSON object, got {json_type(body)}")
+    if allowed is not None:
+        unknown = sorted(k for k in body if k not in allowed)
+        if unknown:
+            raise bad_request(f"unknown field(s) {', '.join(repr(k[:40]) for k in unknown[:10])}; "
+                              f"allowed: {', '.join(sorted(allowed))}", code="unknown_field")
+    return body
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number with a fraction" if not float(value).is_integer() else "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def int_field(name: str, value: Any, *, minimum: int = 0, maximum: int = INT64_MAX) -> int:
+    """A JSON integer in [minimum, maximum]; booleans, floats (even 3.0) and strings are rejected."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request(f"{name} must be an integer, got {json_type(value)}", code="invalid_field")
+    if value < minimum or value > maximum:
+        raise bad_request(f"{name} must be between {minimum} and {maximum}, got {value}", code="invalid_field")
+    return value
+
+
+def str_field(name: str, value: Any, *, max_len: int, pattern: Optional[str] = None) -> str:
+    if not isinstance(value, str):
+        raise bad_request(f"{name} must be a string, got {json_type(value)}", code="invalid_field")
+    if not value.strip():
+        raise bad_request(f"{name} must not be empty", code="invalid_field")
+    if len(value) > max_len:
+        raise bad_request(f"{name} must be at most {max_len} characters, got {len(value)}", code="invalid_field")
+    if pattern is not None and not re.fullmatch(pattern, value):
+        raise bad_request(f"{name} must match {pattern}", code="invalid_field")
+    return value

@@ -1,0 +1,198 @@
+"""``POST /v1/recommend``: rank candidate streams for a user and log the impressions.
+
+Request (JSON object; other fields are rejected)::
+
+    user_id     int >= 0, required (an unknown user is a cold start, not an error)
+    candidates  [int stream ids], optional, 1..1000 unique catalog streams (unknown ids -> 400
+                naming them); default: the streams live now (the MAX_CANDIDATES = 1000 most
+                popular of them when more are live)
+    k           int 1..200, default 20
+    page        str 1..32 chars, default "live_tab"
+
+Answer (200)::
+
+    {"request_id", "user_id", "page", "model": {"name": "gbdt", "version": "..."}
+                                   or {"name": "popularity", "version": null, "fallback": true, "reason": ...},
+     "items": [{"stream_id", "score", "position"}, ...]}      # position 1 = top
+
+Scoring: stream-side features from the in-process snapshot (api.snapshot), the user's rows from
+Feast per request (OnlineFeatures.user_rows), joined by feature_repo.online.assemble into
+FEATURE_COLUMNS, scored by the active GBDT (api.scoring, hot-swapped). Without a model (or when
+the user's features cannot be read) the list is ordered by popularity (7-day clicks) and the answer
+says so. The ``Server-Timing`` header gives the phases in ms (parse, candidates, registry, user,
+score, log). Every returned item is logged as an ``impression`` event (event_id
+``imp-<request_id>-<position>``) and committed before the answer.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+
+import numpy as np
+from flask import Blueprint, current_app, jsonify
+
+from .auth import require_api_key
+from .errors import ApiError, bad_request, int_field, json_object, json_type, str_field
+from .runtime import get_runtime
+from .snapshot import popularity
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("recommend", __name__, url_prefix="/v1")
+
+FIELDS = {"user_id", "candidates", "k", "page"}
+DEFAULT_K = 20
+DEFAULT_PAGE = "live_tab"
+PAGE_MAX_LEN = 32          # store.schema: events.page String(32)
+
+
+def parse_request(body: dict) -> dict:
+    cfg = current_app.config
+    if "user_id" not in body:
+        raise bad_request("missing field 'user_id' (an integer)", code="missing_field")
+    user_id = int_field("user_id", body["user_id"])
+    k = int_field("k", body.get("k", DEFAULT_K), minimum=1, maximum=cfg["MAX_K"])
+    page = str_field("page", body.get("page", DEFAULT_PAGE), max_len=PAGE_MAX_LEN)
+    candidates = body.get("candidates")
+    if candidates is not None:
+        if not isinstance(candidates, list):
+            raise bad_request(f"candidates must be an array of stream ids, got {json_type(candidates)}",
+                              code="invalid_field")
+        limit = cfg["MAX_CANDIDATES"]
+        if not 1 <= len(candidates) <= limit:
+            raise bad_request(f"candidates must hold 1 to {limit} stream ids, got {len(candidates)}",
+                              code="invalid_field")
+        for i, c in enumerate(candidates):
+            int_field(f"candidates[{i}]", c)
+        if len(set(candidates)) != len(candidates):
+            seen, dups = set(), []
+            for c in candidates:
+                if c in seen and c not in dups:
+                    dups.append(c)
+                seen.add(c)
+            raise bad_request(f"candidates must be unique; repeated: {dups[:20]}", code="invalid_field")
+    return {"user_id": user_id, "candidates": candidates, "k": k, "page": page}
+
+
+def _score(rt, model, user_id: int, cands: list, stream_df, categories, now, timer) -> tuple[np.ndarray, str | None]:
+    """Model scores, or (None, reason) when the model path cannot run."""
+    from feature_repo.online import assemble
+    try:
+        with rt.feast_lock:
+            user_df = rt.online.user_rows(user_id, cands, categories)
+    except Exception as exc:
+        log.error("user features unavailable for user %s: %s: %s", user_id, type(exc).__name__, exc)
+        return None, f"user features unavailable ({type(exc).__name__})"
+    finally:
+        timer.lap("user")
+    try:
+        frame = assemble(user_df, stream_df, now)
+        return model.predict(frame), None
+    except Exception as exc:
+        log.exception("model %s %s failed to score", model.name, model.version)
+        return None, f"model {model.name} {model.version} failed to score ({type(exc).__name__})"
+
+
+def log_impressions(settings, request_id: str, user_id: int, page: str, items: list, now, model_version: str):
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from store.ingest import ingest_events
+    rows = [{"event_id": f"imp-{request_id}-{it['position']}", "user_id": user_id, "ts": now,
+             "type": "impression", "stream_id": it["stream_id"], "request_id": request_id,
+             "position": it["position"], "page": page} for it in items]
+    try:
+        ingest_events(settings.database_url, rows, model_version=model_version)
+    except SQLAlchemyError as exc:
+        log.error("impressions of request %s not logged: %s", request_id, exc)
+        raise ApiError(503, "database_unavailable", "the impressions could not be logged; retry") from None
+
+
+class _Timer:
+    """Phase durations, sent back as a ``Server-Timing`` header (ms) for dashboards and the bench."""
+
+    def __init__(self):
+        self.t = time.perf_counter()
+        self.phases: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases.append((name, (now - self.t) * 1000))
+        self.t = now
+
+    def header(self) -> str:
+        return ", ".join(f"{n};dur={d:.2f}" for n, d in self.phases)
+
+
+def _answer(body: dict, timer: _Timer):
+    resp = jsonify(body)
+    resp.headers["Server-Timing"] = timer.header()
+    return resp
+
+
+@bp.post("/recommend")
+@require_api_key
+def recommend():
+    timer = _Timer()
+    req = parse_request(json_object(FIELDS))
+    timer.lap("parse")
+    rt = get_runtime()
+    settings = current_app.config["SETTINGS"]
+    request_id = uuid.uuid4().hex
+    now = datetime.now(timezone.utc)
+    user_id, k, page = req["user_id"], req["k"], req["page"]
+
+    try:
+        snapshot = rt.snapshot
+        cands = req["candidates"] if req["candidates"] is not None else snapshot.live_ids()
+        stream_df, categories, unknown = snapshot.rows(cands) if cands else (None, [], [])
+        limit = current_app.config["MAX_CANDIDATES"]
+        if req["candidates"] is None and len(cands) > limit:
+            # more streams live than one request scores: the most popular MAX_CANDIDATES of them
+            keep = np.sort(np.argsort(-popularity(stream_df), kind="stable")[:limit])
+            cands = [cands[i] for i in keep]
+            categories = [categories[i] for i in keep]
+            stream_df = stream_df.iloc[keep].reset_index(drop=True)
+    except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError
+        log.exception("candidates unavailable")
+        if isinstance(exc, SQLAlchemyError):
+            raise ApiError(503, "database_unavailable", "the live streams could not be read; retry") from None
+        raise ApiError(503, "feature_store_unavailable",
+                       f"candidate features could not be read ({type(exc).__name__}); retry") from None
+    if unknown:
+        raise bad_request(f"unknown stream id(s) {unknown[:20]}{' ...' if len(unknown) > 20 else ''} "
+                          f"(not in the catalog)", code="unknown_streams", unknown_stream_ids=unknown[:1000])
+    timer.lap("candidates")
+
+    model, reason = rt.models.get()
+    timer.lap("registry")
+    answer = {"request_id": request_id, "user_id": user_id, "page": page}
+    if not cands:
+        answer["model"] = model.describe() if model is not None else dict(
+            {"name": "popularity", "version": None, "fallback": True}, reason=reason)
+        answer["items"] = []
+        answer["reason"] = "no live streams right now and no candidates given"
+        return _answer(answer, timer)
+
+    scores = None
+    if model is not None:
+        scores, reason = _score(rt, model, user_id, cands, stream_df, categories, now, timer)
+    if scores is None:
+        scores = popularity(stream_df)
+        answer["model"] = {"name": "popularity", "version": None, "fallback": True, "reason": reason}
+        model_version = "popularity"
+    else:
+        answer["model"] = model.describe()
+        model_version = f"{model.name}:{model.version}"[:64]
+    scores = np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf)
+    # best first; ties keep the candidates' order (stable)
+    order = np.argsort(-scores, kind="stable")[:k]
+    items = [{"stream_id": int(cands[i]), "score": float(scores[i]) if np.isfinite(scores[i]) else None,
+              "position": pos} for pos, i in enumerate(order, start=1)]
+    timer.lap("score")
+    log_impressions(settings, request_id, user_id, page, items, now, model_version)
+    timer.lap("log")
+    answer["items"] = items
+    return _answer(answer, timer)

@@ -1,0 +1,130 @@
+"""The app's long-lived resources, created lazily on first use and torn down by :func:`close_app`.
+
+Like flaskr's ``get_db()``: routes call :func:`get_runtime` and take what they need; nothing is
+opened at ``create_app`` time (so ``create_app()`` is instant, gunicorn can fork after it, and
+Feast / LightGBM are imported only by the first request that needs them).
+
+- ``online``   feature_repo.online.OnlineFeatures (Feast FeatureStore, imported on first read)
+- ``snapshot`` api.snapshot.StreamSnapshot, its refresh thread started on first use (it reads
+               through a FeatureStore of its own: :func:`private_store`)
+- ``models``   api.scoring.ModelHolder for the ``gbdt`` model
+- ``celery``   a Celery app from workers.celery_app.make_celery (send_task only)
+SQL engines are the process-wide ones of store.db.get_engine (pooled; sessions are per call).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import Optional
+
+from flask import current_app
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "streamrank"
+
+
+class Runtime:
+    def __init__(self, settings, config):
+        self.settings = settings
+        self.config = config
+        self._lock = threading.RLock()
+        self._online = None
+        self._snapshot = None
+        self._models = None
+        self._celery = None
+        self.closed = False
+        # Feast's SQLite online store shares ONE sqlite3 connection between threads: serialise its
+        # reads (they are CPU-bound Python anyway). Redis clients are thread-safe.
+        self.feast_lock = threading.Lock() if settings.feast_online == "sqlite" else contextlib.nullcontext()
+
+    @property
+    def online(self):
+        if self._online is None:
+            with self._lock:
+                if self._online is None:
+                    from feature_repo.online import OnlineFeatures
+                    self._online = OnlineFeatures(self.settings)
+        return self._online
+
+    @property
+    def snapshot(self):
+        if self._snapshot is None:
+            with self._lock:
+                if self._snapshot is None:
+                    from feature_repo.online import OnlineFeatures
+
+                    from .snapshot import StreamSnapshot
+                    # the refresh thread reads through a FeatureStore of its own: a 300-stream read
+                    # takes ~150 ms and must not hold the lock the per-request user reads need
+                    online = OnlineFeatures(self.settings, store=private_store(self.settings))
+                    lock = threading.Lock() if self.settings.feast_online == "sqlite" else None
+                    snap = StreamSnapshot(self.settings, online, feast_lock=lock,
+                                          interval_s=self.config.get("SNAPSHOT_INTERVAL_S")
+                                          or self.settings.snapshot_interval_s)
+                    if self.config.get("SNAPSHOT_BACKGROUND", True) and not self.closed:
+                        snap.start()
+                    self._snapshot = snap
+        return self._snapshot
+
+    @property
+    def models(self):
+        if self._models is None:
+            with self._lock:
+                if self._models is None:
+                    from .scoring import ModelHolder
+                    self._models = ModelHolder(self.settings, "gbdt",
+                                               check_s=self.config.get("MODEL_CHECK_S", 2.0))
+        return self._models
+
+    @property
+    def celery(self):
+        if self._celery is None:
+            with self._lock:
+                if self._celery is None:
+                    from workers.celery_app import make_celery
+                    app = make_celery(self.settings)
+                    # an unreachable broker must fail fast: the events route answers anyway
+                    app.conf.broker_connection_timeout = self.config.get("BROKER_TIMEOUT_S", 2.0)
+                    app.conf.broker_connection_retry = False
+                    app.conf.broker_connection_max_retries = 0
+                    self._celery = app
+        return self._celery
+
+    def close(self) -> None:
+        """Stop the snapshot thread and release the broker connections (idempotent)."""
+        with self._lock:
+            self.closed = True
+            snap, self._snapshot = self._snapshot, None
+            celery, self._celery = self._celery, None
+        if snap is not None:
+            snap.stop()
+        if celery is not None:
+            with contextlib.suppress(Exception):
+                celery.close()
+
+
+def private_store(settings):
+    """A ``feast.FeatureStore`` not shared with the rest of the process (its own online-store
+    connection), on the same repo and registry as ``feature_repo.store.get_store``."""
+    from feature_repo import store as fstore
+    make = getattr(fstore, "new_store", None)
+    if make is not None:
+        return make(settings)
+    from pathlib import Path
+
+    from feast import FeatureStore, RepoConfig
+    fstore.apply_definitions(settings)                 # the shared registry holds the definitions
+    repo = Path(settings.feast_repo)
+    return FeatureStore(repo_path=str(repo), config=RepoConfig(repo_path=repo, **fstore._config_dict(settings)))
+
+
+def get_runtime() -> Runtime:
+    return current_app.extensions[EXTENSION]
+
+
+def close_app(app) -> None:
+    rt: Optional[Runtime] = app.extensions.get(EXTENSION)
+    if rt is not None:
+        rt.close()
