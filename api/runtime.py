@@ -108,16 +108,8 @@ class Runtime:
 def private_store(settings):
     """A ``feast.FeatureStore`` not shared with the rest of the process (its own online-store
     connection), on the same repo and registry as ``feature_repo.store.get_store``."""
-    from feature_repo import store as fstore
-    make = getattr(fstore, "new_store", None)
-    if make is not None:
-        return make(settings)
-    from pathlib import Path
-
-    from feast import FeatureStore, RepoConfig
-    fstore.apply_definitions(settings)                 # the shared registry holds the definitions
-    repo = Path(settings.feast_repo)
-    return FeatureStore(repo_path=str(repo), config=RepoConfig(repo_path=repo, **fstore._config_dict(settings)))
+    from feature_repo.store import new_store
+    return new_store(settings)
 
 
 def get_runtime() -> Runtime:

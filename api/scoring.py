@@ -12,7 +12,6 @@ LightGBM is imported by ``ranking.gbdt`` inside its load/predict, never at impor
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
@@ -34,22 +33,14 @@ class LoadedModel:
     model: Any
     feature_cols: tuple
     loaded_at: float
-    predict_takes_threads: bool = False
 
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version}
 
     def predict(self, frame) -> np.ndarray:
-        booster = getattr(self.model, "booster", None)
-        if self.predict_takes_threads:
-            scores = self.model.predict(frame, num_threads=1)
-        elif booster is not None and hasattr(booster, "predict"):
-            # LightGBM's OpenMP team costs more than it saves on ~200 rows (7.8 ms vs 0.9 ms measured
-            # on 2 busy cores), and request threads must not each spawn a team: one thread per call
-            x = frame[list(self.feature_cols)].to_numpy(dtype=np.float64, na_value=np.nan)
-            scores = booster.predict(x, num_threads=1)
-        else:
-            scores = self.model.predict(frame[list(self.feature_cols)])
+        # one thread per call: LightGBM's OpenMP team costs more than it saves on ~200 rows, and
+        # request threads must not each spawn a team (GBDTModel.predict docstring)
+        scores = self.model.predict(frame, num_threads=1)
         scores = np.asarray(scores, dtype=float).reshape(-1)
         if len(scores) != len(frame):
             raise ValueError(f"model returned {len(scores)} scores for {len(frame)} rows")
@@ -143,11 +134,7 @@ class ModelHolder:
             if cur is None:
                 self._reason = text
             return
-        try:
-            takes = "num_threads" in inspect.signature(model.predict).parameters
-        except (TypeError, ValueError):
-            takes = False
-        self._current = LoadedModel(self.name, key[0], key[1], model, cols, time.time(), takes)   # atomic swap
+        self._current = LoadedModel(self.name, key[0], key[1], model, cols, time.time())   # atomic swap
         self.swaps += 1
         log.info("serving %s model version %s (loaded in %.0f ms)%s", self.name, key[0],
                  (time.perf_counter() - t0) * 1000, f", replacing {cur.version}" if cur else "")

@@ -98,6 +98,15 @@ def ensure_sources(settings) -> list[Path]:
     return created
 
 
+def new_store(settings):
+    """An uncached ``feast.FeatureStore`` (its own online-store connection) on the same repo and
+    registry as :func:`get_store` — for a thread that must not share connections (API snapshot)."""
+    from feast import FeatureStore, RepoConfig
+    apply_definitions(settings)            # the shared registry holds the definitions
+    repo = Path(settings.feast_repo)
+    return FeatureStore(repo_path=str(repo), config=RepoConfig(repo_path=repo, **_config_dict(settings)))
+
+
 def get_store(settings, *, fresh: bool = False):
     """A ``feast.FeatureStore`` for ``settings`` (cached per repo + online store in this process)."""
     repo = Path(settings.feast_repo)

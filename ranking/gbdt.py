@@ -120,17 +120,21 @@ class GBDTModel:
     def num_trees(self) -> int:
         return int(self.booster.num_trees())
 
-    def predict_raw(self, df: pd.DataFrame) -> np.ndarray:
-        """The booster's own probabilities (before the weighting correction)."""
+    def predict_raw(self, df: pd.DataFrame, num_threads: Optional[int] = None) -> np.ndarray:
+        """The booster's own probabilities (before the weighting correction).
+
+        ``num_threads=1`` for small request-time batches: LightGBM's OpenMP team costs more than it
+        saves on ~200 rows (7.8 ms vs 0.9 ms measured on 2 busy cores)."""
         if len(df) == 0:
             return np.zeros(0)
-        return np.asarray(self.booster.predict(_matrix(df, self.feature_cols)), dtype=np.float64)
+        kw = {} if num_threads is None else {"num_threads": int(num_threads)}
+        return np.asarray(self.booster.predict(_matrix(df, self.feature_cols), **kw), dtype=np.float64)
 
-    def predict(self, df: pd.DataFrame) -> np.ndarray:
+    def predict(self, df: pd.DataFrame, num_threads: Optional[int] = None) -> np.ndarray:
         """Click probabilities for the rows of ``df`` (which holds :attr:`feature_cols`; extra columns
         and any column order are fine). Weighted training is undone: p / (p + (1 - p) * odds_scale)
         (a monotone map: rankings and AUC are unchanged, probabilities are calibrated to the base rate)."""
-        p = self.predict_raw(df)
+        p = self.predict_raw(df, num_threads=num_threads)
         if self.odds_scale != 1.0 and len(p):
             p = p / (p + (1.0 - p) * self.odds_scale)
         return p

@@ -74,8 +74,8 @@ def _int_column(s: pd.Series, name: str, errors: list, *, required: bool, minimu
         for i in range(len(s)):
             errors.append(RowError(i, name, "must be an integer, got a boolean"))
         return out
-    if pd.api.types.is_integer_dtype(s.dtype):
-        out = s.astype("Int64")
+    if pd.api.types.is_integer_dtype(s.dtype) and not pd.api.types.is_unsigned_integer_dtype(s.dtype):
+        out = s.astype("Int64")             # (uint64 columns, i.e. values >= 2**63, take the checked path)
     elif pd.api.types.is_float_dtype(s.dtype):
         vals = s.to_numpy(dtype=float)
         ok = np.isnan(vals) | (np.isfinite(vals) & (np.floor(vals) == vals) & (np.abs(vals) < 2**62))

@@ -7,7 +7,7 @@ store, DuckDB offline store) under a local ``var/`` folder.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Mapping, Optional
 

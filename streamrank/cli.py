@@ -239,14 +239,14 @@ def cmd_run(args) -> int:
         stop_all()
 
 
-def _wait_http(port: int, proc, timeout: float = 60.0) -> None:
+def _wait_http(port: int, proc, timeout: float = 120.0) -> None:
     import urllib.request
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if proc.poll() is not None:
             raise SystemExit("the API process exited during start-up")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:   # warm: Feast loaded
                 if r.status == 200:
                     return
         except OSError:

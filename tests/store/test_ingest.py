@@ -101,6 +101,8 @@ def test_one_bad_row_rejects_the_batch_and_writes_nothing(url):
     ({"event_id": "x", "user_id": 1, "ts": "2026-01-01", "type": "watch", "stream_id": 10, "value": -5}, "value"),
     ({"event_id": "x", "user_id": 1, "ts": "2026-01-01", "type": "impression", "stream_id": 10, "position": 0}, "position"),
     ({"event_id": "x", "user_id": 1, "ts": "2026-01-01", "type": "click", "stream_id": 10, "colour": "red"}, "colour"),
+    ({"event_id": "x", "user_id": 2**63, "ts": "2026-01-01", "type": "click", "stream_id": 10}, "user_id"),
+    ({"event_id": "x", "user_id": 1, "ts": "2026-01-01", "type": "click", "stream_id": 2**64 + 1}, "stream_id"),
     ({"event_id": "x" * 200, "user_id": 1, "ts": "2026-01-01", "type": "click", "stream_id": 10}, "event_id"),
 ])
 def test_validation_names_the_field(row, field):

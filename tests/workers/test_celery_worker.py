@@ -3,11 +3,9 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from store.settings import Settings
