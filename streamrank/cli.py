@@ -327,8 +327,21 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("feast").setLevel(logging.WARNING)     # "registry cache expired" every second
     return args.func(args) or 0
 
 
+def run() -> None:
+    """Console-script entry. Leaves with os._exit once output is flushed when DuckDB was loaded:
+    its nanobind bindings otherwise print pages of "leaked instance" lines at interpreter exit."""
+    rc = main()
+    if "duckdb" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
