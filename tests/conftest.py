@@ -17,6 +17,40 @@ def settings(tmp_path):
     return Settings(home=tmp_path / "var").ensure_dirs()
 
 
+PG_DEFAULT = "postgresql+psycopg://streamrank:streamrank@127.0.0.1:5432/streamrank_test"
+
+
+def postgres_url() -> str:
+    """The PostgreSQL test database (``.ci/run`` installs and starts the Debian server on
+    127.0.0.1). Skipped when unreachable, except in CI, where it must be there."""
+    url = os.environ.get("STREAMRANK_TEST_POSTGRES", PG_DEFAULT)
+    try:
+        import sqlalchemy
+        eng = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3})
+        with eng.connect():
+            pass
+        eng.dispose()
+    except Exception as exc:  # driver missing or server down
+        if os.environ.get("CI") == "true":
+            raise RuntimeError(f"PostgreSQL is required in CI and is not reachable at {url}: {exc}")
+        pytest.skip(f"no PostgreSQL at {url} ({type(exc).__name__})")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, settings):
+    """An empty event log + registry on SQLite (under tmp) and on PostgreSQL."""
+    if request.param == "sqlite":
+        return settings.database_url
+    from store.db import get_engine
+    from store.schema import Base
+    url = postgres_url()
+    engine = get_engine(url)
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    return url
+
+
 def shared_data(*parts) -> Path:
     p = SHARED.joinpath("data", *parts)
     if not p.exists():

@@ -13,8 +13,8 @@ T0 = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def url(settings):
-    url = settings.database_url
+def url(database_url):
+    url = database_url
     upsert_catalog(url,
                    items=pd.DataFrame({"item_id": [1, 2], "category": [3, 3], "price": [9.5, 20.0]}),
                    streams=pd.DataFrame({"stream_id": [10, 11], "streamer_id": [100, 101], "category": [3, 4]}),

@@ -4,8 +4,8 @@ from store.jobs import job_run, last_runs
 from store.registry import active_model, list_models, promote, register_model
 
 
-def test_register_promote_retire(settings):
-    url = settings.database_url
+def test_register_promote_retire(database_url):
+    url = database_url
     assert active_model(url, "gbdt") is None
     register_model(url, "gbdt", "v1", "/a/v1", {"auc": 0.7}, data_version="d1", status="active")
     register_model(url, "gbdt", "v2", "/a/v2", {"auc": 0.71}, data_version="d2")
@@ -19,8 +19,8 @@ def test_register_promote_retire(settings):
         promote(url, "gbdt", "nope")
 
 
-def test_job_run_once_per_key_and_retry_after_failure(settings):
-    url = settings.database_url
+def test_job_run_once_per_key_and_retry_after_failure(database_url):
+    url = database_url
     calls = []
     for _ in range(2):
         with job_run(url, "stats", "k1") as job:
