@@ -140,6 +140,7 @@ def score_task(task: LinkTask, score: Callable[[np.ndarray, np.ndarray], np.ndar
 
 def evaluate_link_prediction(events: pd.DataFrame, catalog=None, *, config=None, holdout_frac: float = 0.2,
                              num_negatives: int = 100, seed: int = 0, baselines: bool = True,
+                             return_embeddings: bool = False,
                              progress: Optional[Callable[[dict], None]] = None) -> dict:
     r"""Train on the earlier part of the window, score held-out new user–stream links.
 
@@ -151,6 +152,8 @@ def evaluate_link_prediction(events: pd.DataFrame, catalog=None, *, config=None,
         num_negatives (int): sampled negatives per held-out positive.
         seed (int): negative sampling seed.
         baselines (bool): also score ``degree_product`` and ``popularity``.
+        return_embeddings (bool): add the trained :class:`~graph.artifacts.Embeddings` as ``"embeddings"``.
+        progress (callable, optional): passed to :func:`~graph.metapath2vec.train_metapath2vec`.
 
     Returns:
         ``{"rows": [{"model": ..., "auc": ..., "auc_per_query": ..., "hr@10": ..., "mrr": ..., "n": ...},
@@ -178,13 +181,15 @@ def evaluate_link_prediction(events: pd.DataFrame, catalog=None, *, config=None,
         rows.append({"model": "degree_product", **score_task(task, lambda u, s: du[u] * ds[s])})
         rows.append({"model": "popularity", **score_task(task, lambda u, s: pop[s])})
     train = emb.meta["train"]
-    return {"rows": rows, "split": task.info, "graph": graph.counts,
+    out = {"rows": rows, "split": task.info, "graph": graph.counts,
             "train": {"seconds": round(t_train, 2), "epoch_seconds": train["epoch_seconds"],
                       "walks_per_s": train["walks_per_s"], "final_loss": train["final_loss"],
                       "untrained": train["untrained"], "build_seconds": round(t_build, 2)},
             "config": {k: v for k, v in emb.meta["config"].items() if k != "metapaths"},
-            "metapaths": ["-".join([mp[0][0]] + [et[2] for et in mp]) for mp in emb.meta["config"]["metapaths"]],
-            "embeddings": emb}
+            "metapaths": ["-".join([mp[0][0]] + [et[2] for et in mp]) for mp in emb.meta["config"]["metapaths"]]}
+    if return_embeddings:
+        out["embeddings"] = emb
+    return out
 
 
 __all__ = ["evaluate_link_prediction", "make_task", "score_task", "time_cut", "LinkTask"]

@@ -5,61 +5,65 @@ Heterogeneous Networks" <https://ericdongyx.github.io/papers/KDD17-dong-chawla-s
 (Dong, Chawla, Swami, KDD 2017), as in PyG's :class:`torch_geometric.nn.MetaPath2Vec`:
 random walks follow a metapath :math:`\mathcal{P} = (T_0 \xrightarrow{r_1} T_1 \cdots)`
 (each step draws a uniform neighbour along the next relation) and a skip-gram objective with
-negative sampling pulls together the nodes that co-occur within ``context_size`` of each other:
+negative sampling pulls together the nodes that co-occur within ``context_size`` of each other.
+PyG's ``MetaPath2Vec.loss`` is
 
 .. math::
-    \mathcal{L} = -\sum_{(v, c)} \log \sigma(\mathbf{z}_v^{\top} \mathbf{z}_c)
-                  - \frac{1}{K} \sum_{(v, n)} \log \sigma(-\mathbf{z}_v^{\top} \mathbf{z}_n)
+    \mathcal{L} = -\frac{1}{|\mathcal{D}_+|}\sum_{(v, c) \in \mathcal{D}_+} \log \sigma(\mathbf{z}_v^{\top} \mathbf{z}_c)
+                  -\frac{1}{|\mathcal{D}_-|}\sum_{(a, b) \in \mathcal{D}_-} \log \big(1 - \sigma(\mathbf{z}_a^{\top} \mathbf{z}_b) + \epsilon\big)
 
-over positive pairs :math:`(v, c)` (``c`` at distance :math:`1 \le k < C` after ``v`` on a
-walk) and :math:`K` negatives per positive pair (``num_negative_samples``) drawn uniformly from
-the nodes of the context's type — the weighting of PyG's ``MetaPath2Vec.loss`` (mean of the
-positive terms + mean of the negative terms). One table :math:`\mathbf{Z}` holds every node
-type, so :math:`\mathbf{z}_u^{\top}\mathbf{z}_s` scores a user–stream pair.
+over positive pairs :math:`\mathcal{D}_+` (``c`` at distance :math:`1 \le k < C` after ``v`` on a
+walk) and negative pairs :math:`\mathcal{D}_-`: PyG's negative "walks" are ``num_negative_samples``
+(:math:`K`) rows of UNIFORM nodes of the metapath's types per walk, windowed like the positives,
+so (but for the first window) both ends of a negative pair are uniform nodes of the two position
+types. One table :math:`\mathbf{Z}` (``[num_nodes, dim]``) holds every node type, so
+:math:`\mathbf{z}_u^{\top}\mathbf{z}_s` scores a user–stream pair.
 
-Two training loops over the same model, selected by ``M2VConfig.loop``:
+Two training loops, selected by ``M2VConfig.loop``:
 
 ``"reference"``
-    PyG's documented loop: one ``MetaPath2Vec(..., sparse=True)`` per metapath (all of them
-    re-based onto ONE shared ``nn.Embedding`` with a global node layout), ``model.loader(
-    batch_size=128, shuffle=True)``, ``model.loss`` and ``torch.optim.SparseAdam``. Kept for the
-    benchmark and as the definition of the objective.
+    PyG's documented loop: one ``MetaPath2Vec(..., sparse=True)`` per metapath (all re-based onto
+    ONE shared ``nn.Embedding`` with a global node layout), ``model.loader(batch_size=128,
+    shuffle=True)``, ``model.loss`` and ``torch.optim.SparseAdam``. Kept for the benchmark and as
+    the definition of the objective.
 
 ``"fast"`` (default)
-    The same walks and objective, built for CPU throughput (``bench/metapath2vec.py``):
+    The same walks and the same objective, built for CPU throughput (``bench/metapath2vec.py``):
 
-    * walks are sampled once per epoch for every start node, vectorised over all walks
-      (one ``torch.rand`` + CSR gather per step, not per batch);
+    * walks are sampled vectorised, thousands at a time (one ``torch.rand`` + CSR gather per step
+      for the whole chunk, not a Python call per batch of 128 start nodes);
     * a batch is ``batch_size`` whole walks: the ``[B, L+1, d]`` rows are gathered ONCE and every
-      positive pair ``(i, i+k)``, ``1 <= k < C``, is a shifted elementwise product of that block
-      (PyG gathers each window's ``C`` rows again, ``L+2-C`` times per walk);
-    * negatives: for each context type a pool of ``negative_pool`` uniform nodes is drawn per
-      batch and every walk position is scored against the whole pool with one GEMM; the term of
-      centre :math:`v` is :math:`K \cdot n_T(v) \cdot \frac{1}{P}\sum_{p}\log\sigma(-\mathbf{z}_v^{\top}\mathbf{z}_p)`
-      — an unbiased estimate of the same uniform-negative expectation (:math:`n_T(v)` = number of
-      its positive contexts of type :math:`T`) with lower variance than :math:`K` draws per pair;
-    * gradients come from autograd on the two gathered leaves (``[B, L+1, d]`` and the pools),
-      then a hand-written lazy (sparse) Adam updates only the touched rows: duplicate rows are
-      summed with ``index_add_`` and moments of untouched rows are left alone (as SparseAdam);
+      positive pair ``(i, i+k)`` is a shifted elementwise product of that block (PyG gathers each
+      window's ``C`` rows again, ``L+2-C`` times per walk);
+    * negatives: per batch, one pool of ``negative_pool`` (:math:`P`) uniform nodes per type; the
+      mean negative term of a type pair :math:`(T, T')` is estimated on all :math:`P^2` pool pairs
+      with one ``[P, d] x [d, P]`` GEMM, weighted by that type pair's share of the positive pairs —
+      the expectation PyG estimates with :math:`K` random pairs per positive pair (so :math:`K`
+      only sets the reference loop's sample count; here :math:`P` does, for any :math:`K`);
+    * gradients are written by hand (no autograd graph; see :func:`_fast_batch_grads`) and a lazy
+      row-wise Adam (the update rule of ``SparseAdam``) updates only the touched rows, duplicates
+      summed with ``index_add_``;
     * dead walk positions (a node with no neighbour along the next relation) are masked out;
-      PyG routes them to a dummy node that is then trained as if it were a neighbour.
+      PyG routes them to a dummy node that is trained as if it were a neighbour.
 
-Combination across metapaths: all metapaths train ONE shared table (their batches are
-interleaved in every epoch), so each node type has a single embedding space and dot products
-across types are meaningful; a node type that several metapaths cover gets the gradient of all
-of them. (Averaging per-metapath tables would average unrelated, arbitrarily rotated spaces.)
+Combination across metapaths: all metapaths train ONE shared table (their batches interleave in
+every epoch), so each node type has a single embedding space and dot products across types are
+meaningful; a node type several metapaths cover gets the gradients of all of them. (Averaging
+per-metapath tables would average unrelated, arbitrarily rotated spaces.)
 
-Nodes no walk reaches (isolated or zero-degree along every metapath: a stream that just started,
-a user with no watch in the window) never crash a job and get a defined vector:
-warm-started rows keep their previous vector; otherwise a stream / item gets the mean of the
+Nodes that no walk reaches (isolated or zero-degree along every metapath: a stream that just
+started, a user with no watch in the window) never crash a job and get a defined vector:
+a warm-started row keeps its previous vector; otherwise a stream / item gets the mean of the
 trained nodes of its type in its category (``stream–in–category`` / ``item–in–category``), else
-the mean of the trained nodes of its type; a type with no trained node at all gets zeros. The
+the mean of the trained nodes of its type; a type that no walk covers at all gets zeros. The
 type mean is also the ``default`` of :meth:`Embeddings.lookup` for unknown ids.
 
 Warm start (``warm_start=Embeddings``): rows whose ORIGINAL id exists in the previous version
-start from their previous vector (matched through the id maps), new ids get the fresh random
-init (:math:`\mathcal{N}(0, \sigma^2)`, :math:`\sigma` = the previous vectors' per-coordinate
-std, so they live at the same scale).
+start from their previous vector (matched through the id maps); new ids get the random init
+:math:`\mathcal{N}(0, \sigma^2)` with :math:`\sigma` = the previous vectors' std, so they live at
+the same scale.
+
+torch and torch_geometric are imported inside the functions.
 """
 from __future__ import annotations
 
@@ -75,6 +79,9 @@ from .artifacts import Embeddings
 
 log = logging.getLogger(__name__)
 
+EPS = 1e-15                       # as PyG: log(1 - sigmoid(t) + EPS)
+WALK_CHUNK = 4096                 # fast loop: walks sampled at a time (memory bound; metapath mixing)
+
 
 @dataclass
 class M2VConfig:
@@ -89,8 +96,7 @@ class M2VConfig:
         epochs (int): passes over freshly sampled walks.
         batch_size (int): fast loop: walks per step; reference loop: start nodes per step (PyG's
             loader batch; each gives ``walks_per_node`` walks).
-        lr (float, optional): Adam step size; ``None``: 0.02 (fast), 0.01 (reference, as PyG's
-            example).
+        lr (float, optional): Adam step size; ``None``: 0.01 (PyG's example uses 0.01 too).
         metapaths (list, optional): each a list of edge-type triples; ``None``:
             :func:`graph.build.default_metapaths` of the graph.
         seed (int): seeds walks, negatives and the initialisation.
@@ -99,6 +105,8 @@ class M2VConfig:
         init_std (float, optional): std of the random init; ``None``: 1.0 for the reference loop
             (``nn.Embedding``'s default), :math:`1/\sqrt{d}` for the fast loop.
         num_threads (int, optional): ``torch.set_num_threads`` for the run (restored after).
+        max_steps (int, optional): stop every epoch after this many optimizer steps (benchmarks
+            of the reference loop on big graphs); ``None``: full epochs.
         log_every (int): log the loss every this many epochs.
     """
     dim: int = 64
@@ -112,9 +120,10 @@ class M2VConfig:
     metapaths: Optional[list] = None
     seed: int = 0
     loop: str = "fast"
-    negative_pool: int = 128
+    negative_pool: int = 256
     init_std: Optional[float] = None
     num_threads: Optional[int] = None
+    max_steps: Optional[int] = None
     log_every: int = 1
 
     def resolved(self) -> "M2VConfig":
@@ -123,9 +132,9 @@ class M2VConfig:
         fast = self.loop == "fast"
         out = M2VConfig(**{**asdict(self), "metapaths": self.metapaths})
         if out.batch_size is None:
-            out.batch_size = 1024 if fast else 128
+            out.batch_size = 512 if fast else 128
         if out.lr is None:
-            out.lr = 0.02 if fast else 0.01
+            out.lr = 0.01
         if out.init_std is None:
             out.init_std = 1.0 / math.sqrt(out.dim) if fast else 1.0
         if out.walk_length < 1 or out.context_size < 2 or out.walk_length + 1 < out.context_size:
@@ -207,9 +216,17 @@ class WalkSampler:
         self.num_start_nodes = layout.num_nodes[self.start_type]
         self.active_starts = (deg > 0).nonzero().view(-1)        # isolated starts give empty walks
 
-    def sample(self, walks_per_node: int, generator) -> "torch.Tensor":
+    def starts(self, walks_per_node: int, generator) -> "torch.Tensor":
+        """Local ids of the start nodes of one epoch (every non-isolated start node
+        ``walks_per_node`` times), shuffled."""
         import torch
-        cur = self.active_starts.repeat(walks_per_node)
+        st = self.active_starts.repeat(walks_per_node)
+        return st[torch.randperm(st.numel(), generator=generator)]
+
+    def sample(self, starts, generator) -> "torch.Tensor":
+        """Walks ``[len(starts), L+1]`` (global ids, ``-1`` = dead) from local start ids."""
+        import torch
+        cur = starts
         n = cur.numel()
         out = torch.full((n, self.walk_length + 1), -1, dtype=torch.long)
         out[:, 0] = cur + self.layout.start[self.start_type]
@@ -226,7 +243,7 @@ class WalkSampler:
             if not bool(alive.any()):
                 break
             r = (torch.rand(n, generator=generator) * deg).long()
-            r = torch.minimum(r, (deg - 1).clamp(min=0))
+            r = torch.minimum(r, (deg - 1).clamp(min=0))              # float rounding at rand -> 1
             nxt = col[(lo + r).clamp(max=col.numel() - 1)]
             cur = torch.where(alive, nxt, torch.full_like(nxt, -1))
             out[:, i + 1] = torch.where(alive, cur + self.layout.start[et[2]], cur)
@@ -264,49 +281,75 @@ class _RowAdam:
 
 
 # ----------------------------------------------------------------------------- fast loop
-def _fast_batch_loss(H, mask, pos_type_ids, pools, pool_rows, context_size: int, K: int):
-    r"""Loss of a batch of walks.
+def _fast_batch_grads(H, mask, band, pair_id, pair_keys: list, pools: dict):
+    r"""Loss and gradients of one batch of walks, by hand (no autograd).
+
+    Positive pairs are the alive positions :math:`(i, j)`, :math:`1 \le j - i < C`, of each walk:
+    with :math:`\mathbf{S} = \mathbf{H}\mathbf{H}^{\top}` (``[B, L+1, L+1]``, one ``bmm``) and
+    :math:`\mathbf{V}` the 0/1 mask of those pairs, the positive part of the loss is
+    :math:`-\sum \mathbf{V} \odot \log\sigma(\mathbf{S})`. Negative pairs are, as in PyG's
+    ``MetaPath2Vec`` (whose negative "walks" are uniform nodes of the metapath's types), pairs of
+    two uniform nodes of the two position types: for every type pair :math:`(T, T')` with
+    :math:`n_{TT'}` positive pairs in the batch, all pairs of the pools
+    :math:`\mathcal{A}_T \times \mathcal{A}_{T'}` (``[P, d]`` each, one GEMM, :math:`a \ne b`)
+    estimate the mean negative term:
+
+    .. math::
+        \ell = \frac{1}{n_{+}} \Big[ -\sum_{b, i, j} V_{bij} \log\sigma(S_{bij})
+              - \sum_{(T, T')} \frac{n_{TT'}}{|\mathcal{A}_T \times \mathcal{A}_{T'}|}
+                \sum_{a, b} \log\big(1 - \sigma(\mathbf{z}_a^{\top}\mathbf{z}_b) + \epsilon\big) \Big]
+
+    i.e. PyG's ``loss`` (mean positive term + mean negative term, the negative pairs following
+    the type-pair mix of the positives). Gradients:
+    :math:`\mathbf{G} = \mathbf{V} \odot (\sigma(\mathbf{S}) - 1) / n_{+}` and
+    :math:`\partial\ell/\partial\mathbf{H} = (\mathbf{G} + \mathbf{G}^{\top})\mathbf{H}`; for a pool
+    pair block :math:`\mathbf{N} = w\,\sigma(\mathbf{A}\mathbf{B}^{\top})`,
+    :math:`\partial\ell/\partial\mathbf{A} = \mathbf{N}\mathbf{B}` and
+    :math:`\partial\ell/\partial\mathbf{B} = \mathbf{N}^{\top}\mathbf{A}`.
 
     Args:
-        H (Tensor): ``[B, L+1, d]`` gathered rows (leaf with grad).
+        H (Tensor): ``[B, L+1, d]`` gathered rows of the walks.
         mask (Tensor): ``[B, L+1]`` bool, alive positions.
-        pos_type_ids (Tensor): ``[L+1]`` type index of every position.
-        pools (dict[int, Tensor]): type index → ``[P, d]`` negative rows (leaves with grad).
-        context_size (int): :math:`C`.
-        K (int): negatives per positive pair.
+        band (Tensor): ``[L+1, L+1]`` float, 1 where ``1 <= j - i < C``.
+        pair_id (Tensor): ``[(L+1)^2]`` int64, index into ``pair_keys`` of each ``(i, j)`` (``-1``
+            off the band).
+        pair_keys (list): the ``(type, type)`` pairs of the metapath's positions.
+        pools (dict[int, Tensor]): type index → ``[P, d]`` uniform rows of that type.
 
     Returns:
-        ``(loss, n_pos)``: the mean over positive pairs of
-        :math:`-\log\sigma(z_v^\top z_c) - \frac1K\sum\log\sigma(-z_v^\top z_n)`.
+        ``(loss_sum, n_pos, gH [B, L+1, d], {type: gP [P, d]})`` with ``loss_sum = n_pos * loss``;
+        the gradients are those of the MEAN loss :math:`\ell`.
     """
     import torch
     import torch.nn.functional as F
-    B, L1, d = H.shape
-    pos = H.new_zeros(())
-    n_pos = H.new_zeros(())
-    ctx = {t: torch.zeros(B, L1, dtype=H.dtype) for t in pools}      # contexts of each type per centre
-    maskf = mask.to(H.dtype)
-    for k in range(1, min(context_size, L1)):
-        valid = maskf[:, :-k] * maskf[:, k:]                        # [B, L1-k]
-        s = (H[:, :-k] * H[:, k:]).sum(-1)
-        pos = pos + (F.logsigmoid(s) * valid).sum()
-        n_pos = n_pos + valid.sum()
-        for t in pools:
-            sel = (pos_type_ids[k:] == t).to(H.dtype)               # context position has type t
-            ctx[t][:, :-k] += valid * sel
-    neg = H.new_zeros(())
-    flat = H.reshape(B * L1, d)
-    for t, P in pools.items():
-        w = ctx[t].reshape(-1)
-        keep = w > 0
-        if not bool(keep.any()):
+    m = mask.to(H.dtype)
+    V = band * (m.unsqueeze(2) * m.unsqueeze(1))                     # [B, L+1, L+1]
+    S = torch.bmm(H, H.transpose(1, 2))
+    pos_sum = -float((F.logsigmoid(S) * V).sum())
+    per_ij = V.sum(0).view(-1)
+    on = pair_id >= 0
+    n_pairs = torch.zeros(len(pair_keys), dtype=H.dtype).index_add_(0, pair_id[on], per_ij[on]).tolist()
+    n_pos = float(sum(n_pairs))
+    n = max(n_pos, 1.0)
+    G = torch.sigmoid(S).sub_(1.0).mul_(V).div_(n)
+    gH = torch.bmm(G + G.transpose(1, 2), H)
+    neg_sum = 0.0
+    gP = {t: torch.zeros_like(P) for t, P in pools.items()}
+    for (a, b), c in zip(pair_keys, n_pairs):
+        if c <= 0:
             continue
-        scores = flat[keep] @ P.t()                                   # [rows, P]
-        neg = neg + (F.logsigmoid(-scores).mean(1) * w[keep]).sum()
-    n = n_pos.clamp(min=1.0)
-    # PyG's weighting: mean over positive pairs + mean over the K·n_pos negative pairs
-    loss = -(pos / n) - (K * neg) / (K * n)
-    return loss, n_pos
+        A, Bq = pools[a], pools[b]
+        sig = torch.sigmoid(A @ Bq.t())                              # [P, P]
+        size = A.shape[0] * Bq.shape[0]
+        if a == b:                                                   # one pool: leave out a·a
+            sig.fill_diagonal_(0.0)
+            size -= A.shape[0]
+        w = c / max(size, 1)
+        neg_sum -= w * float(torch.rsub(sig, 1.0).add_(EPS).log_().sum())    # the zeroed diagonal adds 0
+        g = sig.mul_(w / n)
+        gP[a].addmm_(g, Bq)
+        gP[b].addmm_(g.t(), A)
+    return pos_sum + neg_sum, n_pos, gH, gP
 
 
 def _train_fast(graph, layout, metapaths, cfg: M2VConfig, W, progress: Optional[Callable] = None) -> dict:
@@ -315,51 +358,70 @@ def _train_fast(graph, layout, metapaths, cfg: M2VConfig, W, progress: Optional[
     samplers = [WalkSampler(graph, layout, mp, cfg.walk_length) for mp in metapaths]
     opt = _RowAdam(W, cfg.lr)
     trained = torch.zeros(layout.total, dtype=torch.bool)
-    type_ids = {s: torch.tensor([layout.type_index[t] for t in s.pos_types]) for s in samplers}
-    K, P = cfg.num_negative_samples, cfg.negative_pool
+    L1 = cfg.walk_length + 1
+    ij = torch.arange(L1)
+    gap = ij.view(1, -1) - ij.view(-1, 1)                           # j - i
+    band = ((gap >= 1) & (gap < cfg.context_size)).to(W.dtype)
+    pair_ids, pair_keys, pool_types = [], [], []
+    for s in samplers:                                              # the type pair of every (i, j)
+        tid = [layout.type_index[t] for t in s.pos_types]
+        keys = sorted({(min(tid[i], tid[j]), max(tid[i], tid[j])) for i in range(L1) for j in range(L1)
+                       if band[i, j] > 0})
+        pid = torch.full((L1, L1), -1, dtype=torch.long)
+        for i in range(L1):
+            for j in range(L1):
+                if band[i, j] > 0:
+                    pid[i, j] = keys.index((min(tid[i], tid[j]), max(tid[i], tid[j])))
+        pair_ids.append(pid.view(-1))
+        pair_keys.append(keys)
+        pool_types.append(sorted({t for key in keys for t in key}))
+    P = cfg.negative_pool
     epochs = []
     walks_counted = sum(s.num_start_nodes for s in samplers) * cfg.walks_per_node
+    chunk = max(cfg.batch_size, (WALK_CHUNK // cfg.batch_size) * cfg.batch_size)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        walks = [s.sample(cfg.walks_per_node, gen) for s in samplers]
-        for w in walks:                                              # drop isolated-start walks early
-            pass
-        t_walk = time.perf_counter() - t0
-        plan = []
-        for i, w in enumerate(walks):
-            w = w[w[:, 1] >= 0] if w.shape[1] > 1 else w[:0]
-            walks[i] = w[torch.randperm(w.shape[0], generator=gen)]
-            alive = walks[i] >= 0
-            trained[walks[i][alive]] = True
-            plan += [(i, j) for j in range(0, walks[i].shape[0], cfg.batch_size)]
-        order = torch.randperm(len(plan), generator=gen).tolist()
-        total, pairs = 0.0, 0.0
-        for o in order:
+        t_walk, total, pairs = 0.0, 0.0, 0.0
+        # walks are sampled chunk by chunk (bounded memory at any graph size); the chunks of all
+        # metapaths are visited in a random order, so the metapaths' batches interleave
+        starts = [s.starts(cfg.walks_per_node, gen) for s in samplers]
+        plan = [(i, j) for i, st in enumerate(starts) for j in range(0, st.numel(), chunk)]
+        steps = 0
+        for o in torch.randperm(len(plan), generator=gen).tolist():
+            if cfg.max_steps is not None and steps >= cfg.max_steps:
+                break
             i, j = plan[o]
-            rw = walks[i][j:j + cfg.batch_size]
-            mask = rw >= 0
-            idx = rw.clamp(min=0)
-            B, L1 = rw.shape
-            H = W.index_select(0, idx.reshape(-1)).view(B, L1, -1).requires_grad_(True)
-            tid = type_ids[samplers[i]]
-            pool_idx, pools = {}, {}
-            for t in sorted(set(tid[1:].tolist())):
-                typ = layout.types[t]
-                n_t = layout.num_nodes[typ]
-                pool_idx[t] = torch.randint(0, n_t, (P,), generator=gen) + layout.start[typ]
-                pools[t] = W.index_select(0, pool_idx[t]).requires_grad_(True)
-            loss, n_pos = _fast_batch_loss(H, mask, tid, pools, pool_idx, cfg.context_size, K)
-            loss.backward()
-            keep = mask.reshape(-1)
-            rows = [idx.reshape(-1)[keep]] + [pool_idx[t] for t in pools]
-            grads = [H.grad.reshape(B * L1, -1)[keep]] + [pools[t].grad for t in pools]
-            with torch.no_grad():
-                opt.step(torch.cat(rows), torch.cat(grads))
-            total += float(loss) * float(n_pos)
-            pairs += float(n_pos)
+            tw = time.perf_counter()
+            walks = samplers[i].sample(starts[i][j:j + chunk], gen)
+            walks = walks[walks[:, 1] >= 0]                          # a walk needs a second node
+            trained[walks[walks >= 0]] = True
+            t_walk += time.perf_counter() - tw
+            pid, keys, types = pair_ids[i], pair_keys[i], pool_types[i]
+            for b in range(0, walks.shape[0], cfg.batch_size):
+                if cfg.max_steps is not None and steps >= cfg.max_steps:
+                    break
+                steps += 1
+                rw = walks[b:b + cfg.batch_size]
+                mask = rw >= 0
+                idx = rw.clamp(min=0).view(-1)
+                B, L1 = rw.shape
+                H = W.index_select(0, idx).view(B, L1, -1)
+                pool_idx = {t: torch.randint(0, layout.num_nodes[layout.types[t]], (P,), generator=gen)
+                            + layout.start[layout.types[t]] for t in types}
+                pools = {t: W.index_select(0, r) for t, r in pool_idx.items()}
+                loss_sum, n_pos, gH, gP = _fast_batch_grads(H, mask, band, pid, keys, pools)
+                # dead positions have zero gradient and point at row 0 of the table: drop them
+                keep = mask.view(-1)
+                rows, grads = idx, gH.view(B * L1, -1)
+                if not bool(keep.all()):
+                    rows, grads = rows[keep], grads[keep]
+                opt.step(torch.cat([rows, *pool_idx.values()]), torch.cat([grads, *gP.values()]))
+                total += loss_sum
+                pairs += n_pos
         dt = time.perf_counter() - t0
-        epochs.append({"epoch": epoch + 1, "loss": total / max(pairs, 1.0), "seconds": dt,
-                       "walk_seconds": t_walk, "walks": walks_counted, "pairs": int(pairs)})
+        walks_done = walks_counted if cfg.max_steps is None else min(walks_counted, steps * cfg.batch_size)
+        epochs.append({"epoch": epoch + 1, "loss": total / max(pairs, 1.0), "seconds": dt, "steps": steps,
+                       "walk_seconds": t_walk, "walks": walks_done, "pairs": int(pairs)})
         if progress is not None:
             progress(epochs[-1])
     return {"epochs": epochs, "trained": trained}
@@ -395,22 +457,27 @@ def _train_reference(graph, layout, metapaths, cfg: M2VConfig, W, progress: Opti
     trained = torch.zeros(dummy + 1, dtype=torch.bool)
     walks_counted = sum(layout.num_nodes[mp[0][0]] for mp in metapaths) * cfg.walks_per_node
     epochs = []
+    windows = cfg.walk_length + 2 - cfg.context_size
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        total, n = 0.0, 0
+        total, n, walks_done = 0.0, 0, 0
         for model in models:
             for pos_rw, neg_rw in model.loader(batch_size=cfg.batch_size, shuffle=True):
+                if cfg.max_steps is not None and n >= cfg.max_steps:
+                    break
+                walks_done += pos_rw.shape[0] // windows                  # windows per walk
                 opt.zero_grad()
                 loss = model.loss(pos_rw, neg_rw)
                 loss.backward()
                 opt.step()
-                total += float(loss)
+                total += loss.item()
                 n += 1
                 real = pos_rw != dummy
                 ok = real.sum(1) >= 2                                 # a window with a real pair
                 trained[pos_rw[ok][real[ok]]] = True
         dt = time.perf_counter() - t0
-        epochs.append({"epoch": epoch + 1, "loss": total / max(n, 1), "seconds": dt, "walks": walks_counted})
+        epochs.append({"epoch": epoch + 1, "loss": total / max(n, 1), "seconds": dt, "steps": n,
+                       "walks": walks_counted if cfg.max_steps is None else walks_done})
         if progress is not None:
             progress(epochs[-1])
     with torch.no_grad():
@@ -441,10 +508,11 @@ def train_metapath2vec(graph, config: Optional[M2VConfig] = None, *, warm_start:
 
     cfg = (config or M2VConfig()).resolved()
     metapaths = cfg.metapaths if cfg.metapaths is not None else default_metapaths(graph)
-    if not metapaths:
-        raise ValueError("no metapath: the graph has no edge along any default metapath "
-                         "(pass M2VConfig(metapaths=...))")
+    if cfg.metapaths is not None and not metapaths:
+        raise ValueError("M2VConfig.metapaths is empty")
     metapaths = _check_metapaths(graph, metapaths, cfg.walk_length)
+    if not metapaths:               # no edge along any default metapath (an empty log): no walks
+        log.warning("train_metapath2vec: no default metapath has edges; every row gets its fallback (zeros)")
     cfg.metapaths = metapaths
     layout = _Layout(graph.num_nodes)
     old_threads = torch.get_num_threads()
@@ -485,8 +553,7 @@ def train_metapath2vec(graph, config: Optional[M2VConfig] = None, *, warm_start:
                 progress(e)
 
         train = _train_fast if cfg.loop == "fast" else _train_reference
-        with torch.no_grad() if False else _nullcontext():
-            out = train(graph, layout, metapaths, cfg, W, report)
+        out = train(graph, layout, metapaths, cfg, W, report)
         trained = out["trained"]
     finally:
         torch.set_num_threads(old_threads)
@@ -507,14 +574,6 @@ def train_metapath2vec(graph, config: Optional[M2VConfig] = None, *, warm_start:
     }
     return Embeddings(tables=tables, id_maps={t: graph.id_maps[t].copy() for t in layout.types},
                       defaults=defaults, meta=meta)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _finish_tables(graph, layout: _Layout, Z: np.ndarray, trained: np.ndarray, warm: np.ndarray):

@@ -1,4 +1,4 @@
-"""``streamrank`` — ingest | pipeline | worker | beat | serve | evaluate | run.
+"""``streamrank`` — ingest | pipeline | worker | beat | serve | evaluate | evaluate-graph | run.
 
 Every command reads its configuration from ``STREAMRANK_*`` environment variables
 (:class:`store.settings.Settings`); data paths are arguments. Heavy libraries are imported by
@@ -95,6 +95,9 @@ def run_pipeline(settings, *, end: str | None = None, timeout: float = 3600.0) -
     print("pipeline: statistics → materialize", flush=True)
     out["statistics"] = _wait(celery.send_task(TASK_NAMES["compute_statistics"], kwargs={"end": end}),
                               "compute_statistics", timeout)
+    print("pipeline: Metapath2vec graph embeddings", flush=True)
+    out["graph"] = _wait(celery.send_task(TASK_NAMES["train_graph_embeddings"], kwargs={"end": end}),
+                         "train_graph_embeddings", timeout)
     print("pipeline: LightGBM ranker (V1)", flush=True)
     out["gbdt"] = _wait(celery.send_task(TASK_NAMES["train_gbdt"], kwargs={"end": end}), "train_gbdt", timeout)
     return out
@@ -170,6 +173,30 @@ def cmd_evaluate(args) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     for row in rows:
         print(json.dumps(row), flush=True)
+    return 0
+
+
+def cmd_evaluate_graph(args) -> int:
+    """Held-out link prediction of the Metapath2vec embeddings vs degree-product and popularity."""
+    from graph.evaluate import evaluate_link_prediction
+    from graph.metapath2vec import M2VConfig
+    if args.source == "taobao":
+        raise SystemExit("evaluate-graph scores user–stream links; the Taobao sample has no streams")
+    if args.source == "db":
+        from store.ingest import load_catalog, load_events
+        settings = _settings()
+        events, catalog = load_events(settings.database_url), load_catalog(settings.database_url)
+    else:
+        data = load_source(args.source, args.path, args)
+        events, catalog = data.events, data
+    cfg = M2VConfig(seed=args.seed)
+    if args.epochs:
+        cfg.epochs = args.epochs
+    out = evaluate_link_prediction(events, catalog, config=cfg, holdout_frac=args.holdout, seed=args.seed)
+    for row in out["rows"]:
+        print(json.dumps(row), flush=True)
+    print(json.dumps({"split": out["split"], "graph": out["graph"], "train": out["train"],
+                      "metapaths": out["metapaths"]}, default=str), file=sys.stderr)
     return 0
 
 
@@ -311,6 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split-slot", type=int)
     s.add_argument("--models", help="comma-separated subset (popularity,repeat,lightgbm)")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("evaluate-graph", help="held-out link prediction of the graph embeddings (JSON rows)")
+    s.add_argument("--source", required=True, choices=["twitch", "simulator", "db"],
+                   help="twitch (--path watches.csv), simulator (built-in world), db (the event log)")
+    s.add_argument("--path")
+    s.add_argument("--holdout", type=float, default=0.2, help="latest share of user–stream interactions held out")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_evaluate_graph)
 
     s = sub.add_parser("run", help="the whole job on the embedded default, then serve (make run)")
     s.add_argument("--seed", type=int, default=0)

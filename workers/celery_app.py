@@ -5,7 +5,7 @@ Importing this module reads no environment variable and imports neither torch no
 
 - ``realtime``  push_realtime: small, frequent, latency matters
 - ``default``   compute_statistics / materialize
-- ``training``  train_gbdt (and later graph / ranker jobs): run it with ``--pool=solo``
+- ``training``  train_gbdt, train_graph_embeddings (torch): run it with ``--pool=solo``
 
 The beat schedule is :data:`BEAT_SCHEDULE` below, in one readable place.
 """
@@ -20,11 +20,14 @@ TASK_NAMES = {
     "compute_statistics": "streamrank.compute_statistics",
     "push_realtime": "streamrank.push_realtime",
     "train_gbdt": "streamrank.train_gbdt",
+    "train_graph_embeddings": "streamrank.train_graph_embeddings",
 }
 
 BEAT_SCHEDULE = {
     # historical statistics → parquet → Feast materialize, every hour at :05
     "statistics-hourly": {"task": TASK_NAMES["compute_statistics"], "schedule": crontab(minute=5)},
+    # Metapath2vec on the user–item–stream graph daily at 02:00 UTC (warm-started from the active version)
+    "graph-embeddings-daily": {"task": TASK_NAMES["train_graph_embeddings"], "schedule": crontab(hour=2, minute=0)},
     # V1 ranker retrained daily at 03:00 UTC on the latest statistics
     "gbdt-daily": {"task": TASK_NAMES["train_gbdt"], "schedule": crontab(hour=3, minute=0)},
 }
@@ -33,6 +36,7 @@ TASK_ROUTES = {
     TASK_NAMES["push_realtime"]: {"queue": "realtime"},
     TASK_NAMES["compute_statistics"]: {"queue": "default"},
     TASK_NAMES["train_gbdt"]: {"queue": "training"},
+    TASK_NAMES["train_graph_embeddings"]: {"queue": "training"},
 }
 
 LONGEST_JOB_S = 6 * 3600      # Redis visibility timeout must exceed the longest job (celery#5935)

@@ -79,3 +79,12 @@ def train_gbdt(self, end: Optional[str] = None) -> dict:
 
     settings = _settings()
     return train_and_register(settings, end=_parse_time(end))
+
+
+@app.task(name=TASK_NAMES["train_graph_embeddings"], bind=True)
+def train_graph_embeddings(self, end: Optional[str] = None) -> dict:
+    """Metapath2vec embeddings of users, items and streams; one registered version per data version."""
+    from graph.artifacts import train_and_register_embeddings
+
+    settings = _settings()
+    return train_and_register_embeddings(settings, end=_parse_time(end))

@@ -109,3 +109,20 @@ def test_push_realtime_reaches_the_online_store(worker):
     recent = store.get_online_features(features=["user_recent:recent_streams"],
                                        entity_rows=[{"user_id": 10_000}]).to_dict()
     assert list(recent["recent_streams"][0]) == [stream]
+
+
+def test_graph_embeddings_one_version_per_data_version(worker):
+    settings, celery, proc = worker
+    import numpy as np
+
+    from graph.artifacts import load_active
+    from store.registry import list_models
+    from workers.celery_app import TASK_NAMES
+    a = _run(celery, TASK_NAMES["train_graph_embeddings"], end=END.isoformat())
+    b = _run(celery, TASK_NAMES["train_graph_embeddings"], end=END.isoformat())
+    assert a["version"] == b["version"] and b.get("skipped") is True
+    versions = list_models(settings.database_url, "metapath2vec")
+    assert len(versions) == 1 and versions[0]["status"] == "active"
+    emb = load_active(settings.database_url)
+    for table in emb.tables.values():
+        assert np.isfinite(table).all()
