@@ -29,8 +29,9 @@ edge type                           from
 
 Event edges are de-duplicated (one edge per (user, stream) pair); the number of events behind
 each edge is kept as ``data[edge_type].count`` (``[num_edges]``, int64) on the forward event
-relations. Every edge type of the schema is present, possibly with ``edge_index`` of shape
-``[2, 0]``, so a metapath that names it never fails on a missing key.
+relations. Every edge type of the schema (``likes`` only with ``user_category=True``) is present,
+possibly with ``edge_index`` of shape ``[2, 0]``, so a metapath that names it never fails on a
+missing key.
 
 Ids: ``GraphData.id_maps[node_type]`` is the int64 array of ORIGINAL ids, indexed by the
 contiguous id (sorted ascending), so ``id_maps[t][contiguous] == original`` and
@@ -48,7 +49,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 

@@ -133,7 +133,9 @@ def score_task(task: LinkTask, score: Callable[[np.ndarray, np.ndarray], np.ndar
     for k in ks:
         # P(rank <= k) with ties broken uniformly at random: rank = 1 + above + U{0..tied}
         out[f"hr@{k}"] = round(float(np.mean(np.clip((k - above) / (tied + 1), 0.0, 1.0))), 4)
-    out["mrr"] = round(float(np.mean([np.mean(1.0 / (1 + a + np.arange(t + 1))) for a, t in zip(above, tied)])), 4)
+    # E[1 / rank] = (H(above + tied + 1) - H(above)) / (tied + 1), H = harmonic numbers
+    harmonic = np.r_[0.0, np.cumsum(1.0 / np.arange(1, K + 2))]
+    out["mrr"] = round(float(np.mean((harmonic[above + tied + 1] - harmonic[above]) / (tied + 1))), 4)
     out["n"] = int(n)
     return out
 
@@ -192,4 +194,52 @@ def evaluate_link_prediction(events: pd.DataFrame, catalog=None, *, config=None,
     return out
 
 
-__all__ = ["evaluate_link_prediction", "make_task", "score_task", "time_cut", "LinkTask"]
+def json_rows(result: dict) -> list:
+    """One flat JSON-able dict per model (the rows plus the split and training figures), for printing."""
+    split = {k: result["split"][k] for k in ("cut", "positives", "test_users", "negatives_per_positive")}
+    out = []
+    for row in result["rows"]:
+        tr = result["train"]
+        extra = ({"train_seconds": tr["seconds"], "epoch_seconds": round(tr["epoch_seconds"], 3),
+                  "walks_per_s": round(tr["walks_per_s"])} if row["model"] == "metapath2vec" else {})
+        out.append({**row, **extra, **split})
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m graph.evaluate --source twitch --path watches.csv [--epochs N] [--loop fast]``."""
+    import argparse
+    import json
+    ap = argparse.ArgumentParser(description="held-out user-stream link prediction of the Metapath2vec embeddings")
+    ap.add_argument("--source", default="simulator", choices=["simulator", "twitch", "events"])
+    ap.add_argument("--path")
+    ap.add_argument("--holdout", type=float, default=0.2)
+    ap.add_argument("--negatives", type=int, default=100)
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--loop", choices=["fast", "reference"], default="fast")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    from .metapath2vec import M2VConfig
+    if a.source == "simulator":
+        from store.sources.simulator import SimConfig, simulate
+        data = simulate(SimConfig(seed=a.seed))
+    elif a.source == "twitch":
+        from store.sources.twitch import load_twitch
+        data = load_twitch(a.path)
+    else:
+        from store.sources.events_file import load_events_file
+        data = load_events_file(a.path)
+    cfg = M2VConfig(loop=a.loop, seed=a.seed, **({"epochs": a.epochs} if a.epochs else {}))
+    res = evaluate_link_prediction(data.events, data.catalog(), config=cfg, holdout_frac=a.holdout,
+                                   num_negatives=a.negatives, seed=a.seed)
+    for row in json_rows(res):
+        print(json.dumps(row))
+    return 0
+
+
+__all__ = ["evaluate_link_prediction", "make_task", "score_task", "time_cut", "json_rows", "LinkTask"]
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

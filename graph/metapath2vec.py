@@ -9,8 +9,10 @@ negative sampling pulls together the nodes that co-occur within ``context_size``
 PyG's ``MetaPath2Vec.loss`` is
 
 .. math::
-    \mathcal{L} = -\frac{1}{|\mathcal{D}_+|}\sum_{(v, c) \in \mathcal{D}_+} \log \sigma(\mathbf{z}_v^{\top} \mathbf{z}_c)
-                  -\frac{1}{|\mathcal{D}_-|}\sum_{(a, b) \in \mathcal{D}_-} \log \big(1 - \sigma(\mathbf{z}_a^{\top} \mathbf{z}_b) + \epsilon\big)
+    \mathcal{L} = -\frac{1}{|\mathcal{D}_+|}\sum_{(v, c) \in \mathcal{D}_+}
+                      \log \sigma(\mathbf{z}_v^{\top} \mathbf{z}_c)
+                  -\frac{1}{|\mathcal{D}_-|}\sum_{(a, b) \in \mathcal{D}_-}
+                      \log \big(1 - \sigma(\mathbf{z}_a^{\top} \mathbf{z}_b) + \epsilon\big)
 
 over positive pairs :math:`\mathcal{D}_+` (``c`` at distance :math:`1 \le k < C` after ``v`` on a
 walk) and negative pairs :math:`\mathcal{D}_-`: PyG's negative "walks" are ``num_negative_samples``
@@ -35,11 +37,14 @@ Two training loops, selected by ``M2VConfig.loop``:
     * a batch is ``batch_size`` whole walks: the ``[B, L+1, d]`` rows are gathered ONCE and every
       positive pair ``(i, i+k)`` is a shifted elementwise product of that block (PyG gathers each
       window's ``C`` rows again, ``L+2-C`` times per walk);
-    * negatives: per batch, one pool of ``negative_pool`` (:math:`P`) uniform nodes per type; the
-      mean negative term of a type pair :math:`(T, T')` is estimated on all :math:`P^2` pool pairs
-      with one ``[P, d] x [d, P]`` GEMM, weighted by that type pair's share of the positive pairs —
-      the expectation PyG estimates with :math:`K` random pairs per positive pair (so :math:`K`
-      only sets the reference loop's sample count; here :math:`P` does, for any :math:`K`);
+    * negatives: per batch and node type, ``negative_blocks`` (:math:`N_b`) blocks of
+      ``negative_pool`` (:math:`P`) uniform nodes; the mean negative term of a type pair
+      :math:`(T, T')` is estimated on all :math:`P^2` pairs within each block pair (one ``bmm`` of
+      ``[N_b, P, d] x [N_b, d, P]``), weighted by that type pair's share of the positive pairs —
+      the expectation PyG estimates with :math:`K` random pairs per positive pair (so :math:`K` only
+      sets the reference loop's sample count; here :math:`N_b P^2` pairs over :math:`N_b P` distinct
+      rows per type do, for any :math:`K`). Many small blocks rather than one big pool: every
+      step must touch many distinct rows (as PyG's draws do) while the pair count stays cheap;
     * gradients are written by hand (no autograd graph; see :func:`_fast_batch_grads`) and a lazy
       row-wise Adam (the update rule of ``SparseAdam``) updates only the touched rows, duplicates
       summed with ``index_add_``;
@@ -70,10 +75,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:                 # torch is imported inside the functions
+    import torch
 
 from .artifacts import Embeddings
 
@@ -92,7 +100,9 @@ class M2VConfig:
         walk_length (int): steps per walk :math:`L` (a walk has :math:`L+1` nodes).
         context_size (int): window :math:`C`; pairs are the nodes ``1 .. C-1`` steps apart.
         walks_per_node (int): walks started from every node of a metapath's first type, per epoch.
-        num_negative_samples (int): :math:`K` negatives per positive pair.
+        num_negative_samples (int): :math:`K` random negative pairs per positive pair (reference
+            loop; the objective averages them, so :math:`K` is a sample count — the fast loop
+            estimates the same mean with its pools, see the module docstring).
         epochs (int): passes over freshly sampled walks.
         batch_size (int): fast loop: walks per step; reference loop: start nodes per step (PyG's
             loader batch; each gives ``walks_per_node`` walks).
@@ -101,7 +111,10 @@ class M2VConfig:
             :func:`graph.build.default_metapaths` of the graph.
         seed (int): seeds walks, negatives and the initialisation.
         loop (str): ``"fast"`` or ``"reference"``.
-        negative_pool (int): fast loop: uniform negatives per context type per batch, shared.
+        negative_pool (int): fast loop: rows :math:`P` per negative block (all :math:`P^2` pairs
+            of a block pair are scored).
+        negative_blocks (int): fast loop: blocks :math:`N_b` per node type per step (so
+            :math:`N_b P` distinct uniform rows per type per step).
         init_std (float, optional): std of the random init; ``None``: 1.0 for the reference loop
             (``nn.Embedding``'s default), :math:`1/\sqrt{d}` for the fast loop.
         num_threads (int, optional): ``torch.set_num_threads`` for the run (restored after).
@@ -120,7 +133,8 @@ class M2VConfig:
     metapaths: Optional[list] = None
     seed: int = 0
     loop: str = "fast"
-    negative_pool: int = 256
+    negative_pool: int = 64
+    negative_blocks: int = 32
     init_std: Optional[float] = None
     num_threads: Optional[int] = None
     max_steps: Optional[int] = None
@@ -290,9 +304,9 @@ def _fast_batch_grads(H, mask, band, pair_id, pair_keys: list, pools: dict):
     :math:`-\sum \mathbf{V} \odot \log\sigma(\mathbf{S})`. Negative pairs are, as in PyG's
     ``MetaPath2Vec`` (whose negative "walks" are uniform nodes of the metapath's types), pairs of
     two uniform nodes of the two position types: for every type pair :math:`(T, T')` with
-    :math:`n_{TT'}` positive pairs in the batch, all pairs of the pools
-    :math:`\mathcal{A}_T \times \mathcal{A}_{T'}` (``[P, d]`` each, one GEMM, :math:`a \ne b`)
-    estimate the mean negative term:
+    :math:`n_{TT'}` positive pairs in the batch, all pairs of the pool blocks
+    :math:`\mathcal{A}_T \times \mathcal{A}_{T'}` (block ``i`` with block ``i``, one ``bmm``,
+    :math:`a \ne b`) estimate the mean negative term:
 
     .. math::
         \ell = \frac{1}{n_{+}} \Big[ -\sum_{b, i, j} V_{bij} \log\sigma(S_{bij})
@@ -314,10 +328,11 @@ def _fast_batch_grads(H, mask, band, pair_id, pair_keys: list, pools: dict):
         pair_id (Tensor): ``[(L+1)^2]`` int64, index into ``pair_keys`` of each ``(i, j)`` (``-1``
             off the band).
         pair_keys (list): the ``(type, type)`` pairs of the metapath's positions.
-        pools (dict[int, Tensor]): type index → ``[P, d]`` uniform rows of that type.
+        pools (dict[int, Tensor]): type index → ``[N_b, P, d]`` uniform rows of that type (pairs
+            are formed within block ``i`` of both types).
 
     Returns:
-        ``(loss_sum, n_pos, gH [B, L+1, d], {type: gP [P, d]})`` with ``loss_sum = n_pos * loss``;
+        ``(loss_sum, n_pos, gH [B, L+1, d], {type: gP [N_b, P, d]})`` with ``loss_sum = n_pos * loss``;
         the gradients are those of the MEAN loss :math:`\ell`.
     """
     import torch
@@ -336,19 +351,20 @@ def _fast_batch_grads(H, mask, band, pair_id, pair_keys: list, pools: dict):
     neg_sum = 0.0
     gP = {t: torch.zeros_like(P) for t, P in pools.items()}
     for (a, b), c in zip(pair_keys, n_pairs):
-        if c <= 0:
+        if c <= 0 or a not in pools or b not in pools:          # no positive pair of these types
             continue
-        A, Bq = pools[a], pools[b]
-        sig = torch.sigmoid(A @ Bq.t())                              # [P, P]
-        size = A.shape[0] * Bq.shape[0]
+        A, Bq = pools[a], pools[b]                                   # [nb, P, d]
+        sig = torch.sigmoid(torch.bmm(A, Bq.transpose(1, 2)))       # [nb, P, P]
+        nb, P = A.shape[0], A.shape[1]
+        size = nb * P * Bq.shape[1]
         if a == b:                                                   # one pool: leave out a·a
-            sig.fill_diagonal_(0.0)
-            size -= A.shape[0]
+            torch.diagonal(sig, dim1=1, dim2=2).zero_()
+            size -= nb * P
         w = c / max(size, 1)
         neg_sum -= w * float(torch.rsub(sig, 1.0).add_(EPS).log_().sum())    # the zeroed diagonal adds 0
         g = sig.mul_(w / n)
-        gP[a].addmm_(g, Bq)
-        gP[b].addmm_(g.t(), A)
+        gP[a].baddbmm_(g, Bq)
+        gP[b].baddbmm_(g.transpose(1, 2), A)
     return pos_sum + neg_sum, n_pos, gH, gP
 
 
@@ -376,6 +392,7 @@ def _train_fast(graph, layout, metapaths, cfg: M2VConfig, W, progress: Optional[
         pair_keys.append(keys)
         pool_types.append(sorted({t for key in keys for t in key}))
     P = cfg.negative_pool
+    NB = cfg.negative_blocks
     epochs = []
     walks_counted = sum(s.num_start_nodes for s in samplers) * cfg.walks_per_node
     chunk = max(cfg.batch_size, (WALK_CHUNK // cfg.batch_size) * cfg.batch_size)
@@ -406,16 +423,17 @@ def _train_fast(graph, layout, metapaths, cfg: M2VConfig, W, progress: Optional[
                 idx = rw.clamp(min=0).view(-1)
                 B, L1 = rw.shape
                 H = W.index_select(0, idx).view(B, L1, -1)
-                pool_idx = {t: torch.randint(0, layout.num_nodes[layout.types[t]], (P,), generator=gen)
-                            + layout.start[layout.types[t]] for t in types}
-                pools = {t: W.index_select(0, r) for t, r in pool_idx.items()}
+                pool_idx = {t: torch.randint(0, layout.num_nodes[layout.types[t]], (NB * P,), generator=gen)
+                            + layout.start[layout.types[t]] for t in types if layout.num_nodes[layout.types[t]]}
+                pools = {t: W.index_select(0, r).view(NB, P, -1) for t, r in pool_idx.items()}
                 loss_sum, n_pos, gH, gP = _fast_batch_grads(H, mask, band, pid, keys, pools)
                 # dead positions have zero gradient and point at row 0 of the table: drop them
                 keep = mask.view(-1)
                 rows, grads = idx, gH.view(B * L1, -1)
                 if not bool(keep.all()):
                     rows, grads = rows[keep], grads[keep]
-                opt.step(torch.cat([rows, *pool_idx.values()]), torch.cat([grads, *gP.values()]))
+                opt.step(torch.cat([rows, *pool_idx.values()]),
+                         torch.cat([grads, *(g.view(NB * P, -1) for g in gP.values())]))
                 total += loss_sum
                 pairs += n_pos
         dt = time.perf_counter() - t0
@@ -442,6 +460,11 @@ def _train_reference(graph, layout, metapaths, cfg: M2VConfig, W, progress: Opti
     models = []
     for mp in metapaths:
         ets = set(mp)
+        if any(graph.edge_index(et).shape[1] == 0 for et in ets):
+            # PyG's sampler indexes the CSR of an empty relation out of bounds (IndexError when a
+            # node type has no node); no walk could pass it anyway
+            log.warning("reference loop: skipping metapath %s (an empty relation)", mp)
+            continue
         model = MetaPath2Vec({et: graph.edge_index(et) for et in ets}, embedding_dim=cfg.dim, metapath=mp,
                              walk_length=cfg.walk_length, context_size=cfg.context_size,
                              walks_per_node=cfg.walks_per_node, num_negative_samples=cfg.num_negative_samples,
@@ -566,7 +589,8 @@ def train_metapath2vec(graph, config: Optional[M2VConfig] = None, *, warm_start:
         "counts": graph.counts,
         "train": {"loop": cfg.loop, "epochs": epochs, "final_loss": epochs[-1]["loss"] if epochs else None,
                   "epoch_seconds": float(np.mean(secs)) if secs else None,
-                  "walks_per_s": float(np.sum([e["walks"] for e in epochs]) / max(np.sum(secs), 1e-9)) if secs else None,
+                  "walks_per_s": (float(np.sum([e["walks"] for e in epochs]) / max(np.sum(secs), 1e-9))
+                                  if secs else None),
                   "seconds": round(time.perf_counter() - t0, 3), "untrained": untrained,
                   "warm_rows": int(warm.sum())},
         "fallback": "untrained rows: warm-start vector, else mean of trained rows of the type in the node's "

@@ -54,6 +54,9 @@ def test_time_window_and_event_types():
     assert list(g.id_maps["category"]) == [1, 2, 3]
     assert g.node_category["stream"].tolist() == [0, 1, 1]
     assert len(default_metapaths(g)) == 9
+    liked = build_graph(ev, cat, user_category=True)
+    assert liked.edge_index(("user", "likes", "category")).tolist() == [[0, 2], [0, 1]]   # users 1, 3
+    assert liked.edge_index(("category", "rev_likes", "user")).shape[1] == 2
     empty = build_graph(None, cat)
     assert empty.num_nodes["stream"] == 3 and empty.edge_index(WATCHES).shape[1] == 0
     assert not any(mp[0] == WATCHES for mp in default_metapaths(empty))

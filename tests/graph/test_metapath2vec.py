@@ -148,3 +148,20 @@ def test_walk_sampler_follows_the_metapath(isolated_graph):
             if b < 0:
                 break
             assert (a - lay.start[et[0]], b - lay.start[et[2]]) in edges[et]
+
+
+@pytest.mark.parametrize("loop", ["fast", "reference"])
+def test_metapaths_through_empty_relations_and_types(loop):
+    """Twitch has no items: a metapath through stream–sells–item (no edge, no item node) must not
+    crash either loop (PyG's own sampler raises IndexError on it)."""
+    from graph.build import METAPATHS, from_twitch
+    from graph.metapath2vec import M2VConfig, train_metapath2vec
+    tw = pd.DataFrame({"user_id": [1, 2, 3, 1], "streamer_id": [7, 7, 8, 9], "slot": [0, 1, 2, 3],
+                       "community": [3, 3, 4, 4]})
+    g = from_twitch(tw)
+    assert g.num_nodes["item"] == 0
+    cfg = M2VConfig(**TINY, loop=loop, metapaths=[METAPATHS[m] for m in ("USU", "USISU", "UIU", "SIS")])
+    emb = train_metapath2vec(g, cfg)
+    assert emb.tables["item"].shape == (0, 16)
+    assert all(np.isfinite(t).all() for t in emb.tables.values())
+    assert emb.meta["train"]["untrained"]["user"] == 0
