@@ -1,7 +1,5 @@
 """Data sources: simulator (determinism, planted truth), Twitch, OBD, events file, ingest."""
-import os
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,17 +11,7 @@ from store.sources.obd import load_obd, user_key
 from store.sources.simulator import EXAMINATION, SimConfig, examination, simulate
 from store.sources.twitch import load_twitch
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-
-
-def shared_data(*parts) -> Path:
-    """A file of ../shared/data (beside the clone); skipped when absent, except on CI."""
-    p = SHARED.joinpath("data", *parts)
-    if not p.exists():
-        if os.environ.get("CI") == "true":
-            raise FileNotFoundError(f"{p} is missing (CI has ../shared beside the clone)")
-        pytest.skip(f"{p} not available")
-    return p
+from tests.conftest import shared_data  # noqa: E402  (skipped when ../shared is absent, except on CI)
 
 END = datetime(2026, 1, 15, tzinfo=timezone.utc)
 SMALL = dict(n_users=300, n_streams=40, n_items=300, days=3, requests_per_day=400, end=END)
