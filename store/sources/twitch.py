@@ -118,21 +118,20 @@ def _impressions(w: pd.DataFrame, base_us: int, slot_us: int) -> list:
     req = w[["user_id", "slot"]].drop_duplicates()
     imp = req.merge(live, on="slot").sort_values(["slot", "user_id", "streamer_id"], kind="stable")
     iu, it, is_ = (imp[c].to_numpy() for c in ("user_id", "slot", "streamer_id"))
-    m = len(imp)
-    imp_f = pd.DataFrame({
-        "event_id": [f"tw-imp-{a}-{c}-{b}" for a, b, c in zip(iu, is_, it)],
-        "user_id": iu, "ts": _slot_ts(it, base_us, slot_us), "type": "impression",
-        "stream_id": pd.array(is_, dtype="Int64"), "item_id": pd.array([pd.NA] * m, dtype="Int64"),
-        "request_id": [f"tw-{a}-{c}" for a, c in zip(iu, it)], "position": pd.array([pd.NA] * m, dtype="Int64"),
-        "page": [None] * m, "value": np.full(m, np.nan)})
     u, s, t = (w[c].to_numpy() for c in ("user_id", "streamer_id", "slot"))
-    n = len(w)
-    clk_f = pd.DataFrame({
-        "event_id": [f"tw-clk-{a}-{b}-{c}" for a, b, c in zip(u, s, t)],
-        "user_id": u, "ts": _slot_ts(t, base_us, slot_us), "type": "click",
-        "stream_id": pd.array(s, dtype="Int64"), "item_id": pd.array([pd.NA] * n, dtype="Int64"),
-        "request_id": [f"tw-{a}-{c}" for a, c in zip(u, t)], "position": pd.array([pd.NA] * n, dtype="Int64"),
-        "page": [None] * n, "value": np.full(n, np.nan)})
+
+    def frame(kind: str, users, streams, slots) -> pd.DataFrame:
+        n = len(users)
+        return pd.DataFrame({
+            "event_id": [f"tw-clk-{a}-{b}-{c}" if kind == "click" else f"tw-imp-{a}-{c}-{b}"
+                         for a, b, c in zip(users, streams, slots)],
+            "user_id": users, "ts": _slot_ts(slots, base_us, slot_us), "type": kind,
+            "stream_id": pd.array(streams, dtype="Int64"), "item_id": pd.array([pd.NA] * n, dtype="Int64"),
+            "request_id": [f"tw-{a}-{c}" for a, c in zip(users, slots)],
+            "position": pd.array([pd.NA] * n, dtype="Int64"), "page": [None] * n, "value": np.full(n, np.nan)})
+
+    imp_f = frame("impression", iu, is_, it)
+    clk_f = frame("click", u, s, t)
     return [imp_f, clk_f]
 
 
