@@ -1,0 +1,403 @@
+r"""The live-stream ranker: embeddings → sequence block + target attention → (cross) → MMoE →
+task towers, with a training-only position-bias tower.
+
+One row is an impression (user, candidate stream). Read top to bottom, :meth:`Ranker.forward`:
+
+1. **Id embeddings** (``d = d_model``; row 0 = padding / unknown, a zero vector): user, stream,
+   category, and items (one table shared by every item list; created only with the sequence
+   block, its one user). GBDT leaves (seed 004's LightGBM, :class:`ranking.gbdt.LeafEncoder`
+   ids + 1): the mean of their embeddings over the trees (an ``EmbeddingBag``; padding
+   excluded). Metapath2vec vectors of the user and the
+   stream: each projected to ``d`` by its own Linear, plus their dot product
+   :math:`\mathbf{u}^{\top}\mathbf{s}` as one scalar feature. Dense statistics:
+   :math:`\text{ReLU}(W \mathbf{x}_{\text{dense}} + \mathbf{b})`.
+2. **Sequence block** (:class:`~ranking.model.sequence.LiveStreamTransformer`): target
+   = stream + category embedding; tokens = the stream's core products, its real-time products
+   and the user's items (with time gaps when ``time_encoding``) → ``[B, 2d]``.
+3. **Target attention** (:class:`~ranking.model.target_attention.TargetAttention`, DIN): the
+   stream embedding attends over the embeddings of the user's recent streams → :math:`\mathbf{v}`;
+   both :math:`\mathbf{v}` and :math:`\mathbf{s} \odot \mathbf{v}` are features.
+4. Everything concatenated → ``x [B, in_dim]`` → optional
+   :class:`~ranking.model.cross.CrossNetMix` (DCN-V2) → :class:`~ranking.model.mmoe.MMoE` or
+   :class:`~ranking.model.mmoe.SharedBottom` → one tower per task
+   (``Linear(expert_dim, tower_dim) → ReLU → Linear(tower_dim, 1)``).
+
+Outputs: ``ctr_logit`` (debiased: no position term), ``cvr_logit`` (post-click conversion,
+ESMM), ``stay`` (predicted :math:`\log(1 + \text{seconds})` of a click's stay) and, in training
+(or with ``with_bias=True``) when the batch has ``position``, ``bias_logit`` from
+:class:`~ranking.model.biasnet.BiasNet` (PAL / YouTube's shallow tower). The losses add it to
+the CTR logit; serving never sees it (:meth:`Ranker.without_biasnet` drops the tower).
+
+Losses (:meth:`Ranker.losses`), with :math:`z = \text{ctr\_logit} + \text{bias\_logit}`:
+
+.. math::
+    \mathcal{L}_{\text{ctr}} = \text{BCE}(\sigma(z), \text{click}), \quad
+    \mathcal{L}_{\text{cvr}} = \text{BCE}(\sigma(z)\,\sigma(\text{cvr\_logit}), \text{purchase}), \quad
+    \mathcal{L}_{\text{stay}} = \text{mean}_{\text{click}=1}(\hat{y} - y)^2
+
+The CVR loss is ESMM's (`"Entire Space Multi-Task Model" <https://arxiv.org/abs/1804.07931>`_,
+Ma et al. SIGIR 2018): the conversion tower is supervised through pCTCVR = pCTR · pCVR on ALL
+impressions, which avoids training it on the clicked sample only. :class:`UncertaintyWeighting`
+(`Kendall et al. CVPR 2018 <https://arxiv.org/abs/1705.07115>`_) balances the task losses with
+learned log-variances.
+
+Serving cache: :meth:`Ranker.encode_candidates` computes everything that depends on the
+candidate stream alone (its id embeddings, projected m2v vector, and the transformer's target /
+core / real-time tokens incl. type and position rows) once per candidate; ``forward(batch,
+cand=..., cand_index=...)`` gathers those rows instead of recomputing them — the same numbers.
+
+Batch (a dict of tensors, ``B`` rows; optional keys may be absent and their part of ``x`` is
+then zeros, so the input size never changes): ``user_id``, ``stream_id``, ``category`` ``[B]``
+long; ``dense [B, n_dense]``; ``leaves [B, n_trees]`` long; ``m2v_user``, ``m2v_stream``
+``[B, m2v_dim]``; ``core_items [B, Lc]``, ``rt_items [B, Lr]``, ``user_items [B, Lu]``,
+``user_items_dt [B, Lu]`` (seconds), ``user_streams [B, Ls]`` long (0 = padding); ``position``,
+``page`` ``[B]`` long (1-based, 0 = unknown; Biasnet only).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .biasnet import BiasNet
+from .cross import CrossNetMix
+from .mmoe import MMoE, SharedBottom
+from .sequence import LiveStreamTransformer
+from .target_attention import TargetAttention
+
+TASKS = ("ctr", "cvr", "stay")
+OUTPUT_KEYS = {"ctr": "ctr_logit", "cvr": "cvr_logit", "stay": "stay"}
+HEADS = ("mmoe", "shared_bottom")
+PROB_EPS = 1e-7                 # ESMM: pCTCVR clamped to [eps, 1 - eps] before the log
+CORE_TYPE, RT_TYPE, USER_TYPE = 1, 2, 3   # LiveStreamTransformer token types (0 = target)
+
+
+@dataclass
+class RankerConfig:
+    """Sizes and switches of a :class:`Ranker` (a JSON round trip: :meth:`to_dict` /
+    :meth:`from_dict`). Vocabulary sizes count the padding row 0."""
+    n_users: int            # vocab sizes INCLUDING padding id 0 (embedding rows)
+    n_streams: int
+    n_items: int
+    n_categories: int
+    n_dense: int            # normalised dense statistics (0 = none)
+    n_leaf_tokens: int = 0  # GBDT global leaf ids (+1, 0 = padding) vocabulary (0 = no leaf input)
+    n_trees: int = 0
+    m2v_dim: int = 0        # Metapath2vec vector size (0 = no m2v input)
+    d_model: int = 32
+    use_transformer: bool = True
+    use_target_attention: bool = True
+    use_cross: bool = False
+    n_heads: int = 2
+    n_layers: int = 1
+    causal: bool = False
+    time_encoding: bool = False
+    head: str = "mmoe"       # or "shared_bottom"
+    n_experts: int = 4
+    expert_dim: int = 64
+    tower_dim: int = 32
+    use_biasnet: bool = True
+    n_positions: int = 64
+    n_pages: int = 8
+    dropout: float = 0.1
+    tasks: tuple = ("ctr", "cvr", "stay")   # a subset in this order; "ctr" always present
+
+    def __post_init__(self):
+        self.tasks = tuple(self.tasks)
+        if "ctr" not in self.tasks or any(t not in TASKS for t in self.tasks) or \
+                list(self.tasks) != [t for t in TASKS if t in self.tasks]:
+            raise ValueError(f"tasks must be a subset of {TASKS} in that order with 'ctr', got {self.tasks}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.use_transformer and self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tasks"] = list(self.tasks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RankerConfig":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown RankerConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+def _init_embedding(emb: Union[nn.Embedding, nn.EmbeddingBag], std: float):
+    nn.init.normal_(emb.weight, std=std)
+    if emb.padding_idx is not None:
+        with torch.no_grad():
+            emb.weight[emb.padding_idx].zero_()
+
+
+class Ranker(nn.Module):
+    r"""The multi-task live-stream ranker (module docstring).
+
+    Args:
+        config (RankerConfig): sizes and switches.
+
+    ``forward(batch, cand=None, cand_index=None, with_bias=False)`` → dict of ``[B]`` tensors
+    ``ctr_logit`` (+ ``cvr_logit``, ``stay``, ``bias_logit`` as configured / in training).
+    """
+
+    def __init__(self, config: RankerConfig):
+        super().__init__()
+        c = self.config = config
+        d = c.d_model
+        self.user_emb = nn.Embedding(c.n_users, d, padding_idx=0)
+        self.stream_emb = nn.Embedding(c.n_streams, d, padding_idx=0)
+        # items only enter through the sequence block: no table without it
+        self.item_emb = nn.Embedding(c.n_items, d, padding_idx=0) if c.use_transformer else None
+        self.category_emb = nn.Embedding(c.n_categories, d, padding_idx=0)
+        in_dim = 3 * d                                                       # user, stream, category
+        self.dense_proj = None
+        if c.n_dense > 0:
+            self.dense_proj = nn.Linear(c.n_dense, d)
+            in_dim += d
+        self.leaf_emb = None
+        if c.n_leaf_tokens > 0:
+            self.leaf_emb = nn.EmbeddingBag(c.n_leaf_tokens, d, mode="mean", padding_idx=0)
+            in_dim += d
+        self.m2v_user = self.m2v_stream = None
+        if c.m2v_dim > 0:
+            self.m2v_user = nn.Linear(c.m2v_dim, d)
+            self.m2v_stream = nn.Linear(c.m2v_dim, d)
+            in_dim += 2 * d + 1                                              # u, s, u·s
+        self.sequence = None
+        if c.use_transformer:
+            self.sequence = LiveStreamTransformer(d, n_heads=c.n_heads, n_layers=c.n_layers, dropout=c.dropout,
+                                                  causal=c.causal, time_encoding=c.time_encoding)
+            in_dim += self.sequence.out_dim
+        self.target_attention = None
+        if c.use_target_attention:
+            self.target_attention = TargetAttention(d)
+            in_dim += 2 * d                                                  # v, s ⊙ v
+        self.in_dim = in_dim
+        self.cross = CrossNetMix(in_dim) if c.use_cross else None
+        if c.head == "mmoe":
+            self.head = MMoE(in_dim, len(c.tasks), n_experts=c.n_experts, expert_hidden=(c.expert_dim,),
+                             dropout=c.dropout)
+        else:
+            self.head = SharedBottom(in_dim, len(c.tasks), hidden=(c.expert_dim,), dropout=c.dropout)
+        self.towers = nn.ModuleDict({t: nn.Sequential(nn.Linear(c.expert_dim, c.tower_dim), nn.ReLU(),
+                                                      nn.Linear(c.tower_dim, 1)) for t in c.tasks})
+        self.biasnet = BiasNet(c.n_positions, c.n_pages) if c.use_biasnet else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # N(0, 1/d): id vectors of about unit norm, so no input part dominates the concatenation.
+        std = 1.0 / math.sqrt(self.config.d_model)
+        for emb in (self.user_emb, self.stream_emb, self.item_emb, self.category_emb, self.leaf_emb):
+            if emb is not None:
+                _init_embedding(emb, std)
+        for m in (self.dense_proj, self.m2v_user, self.m2v_stream, self.sequence, self.target_attention,
+                  self.cross, self.head, self.biasnet):
+            if m is not None:
+                m.reset_parameters()
+        for tower in self.towers.values():
+            for layer in tower:
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
+
+    # ------------------------------------------------------------------ candidate side
+    def encode_candidates(self, batch: dict) -> dict:
+        """Everything that depends on the candidate stream alone, for ``N`` candidates (keys
+        ``stream_id``, ``category``, ``m2v_stream``, ``core_items``, ``rt_items``): a dict of
+        ``[N, ...]`` tensors for ``forward(..., cand=, cand_index=)``."""
+        stream_id = batch["stream_id"]
+        category = batch.get("category", torch.zeros_like(stream_id))
+        stream = self.stream_emb(stream_id)                                          # [N, d]
+        cand = {"stream": stream, "category": self.category_emb(category)}          # [N, d] each
+        if self.m2v_stream is not None and "m2v_stream" in batch:
+            cand["m2v_stream"] = self.m2v_stream(batch["m2v_stream"].to(stream.dtype))  # [N, d]
+        if self.sequence is not None:
+            cand["target_tokens"] = self.sequence.embed_target(stream + cand["category"])  # [N, 1, d]
+            for name, type_id in (("core_items", CORE_TYPE), ("rt_items", RT_TYPE)):
+                if name in batch:
+                    ids = batch[name]                                                # [N, L]
+                    cand[f"{name}_tokens"] = self.sequence.embed_tokens(self.item_emb(ids), type_id)  # [N, L, d]
+                    cand[f"{name}_mask"] = ids > 0                                   # [N, L]
+        return cand
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: dict, cand: Optional[dict] = None, cand_index: Optional[Tensor] = None,
+                with_bias: bool = False) -> dict:
+        if cand is None:
+            cand = self.encode_candidates(batch)
+        elif cand_index is not None:
+            cand = {k: v.index_select(0, cand_index) for k, v in cand.items()}      # [B, ...]
+        stream = cand["stream"]                                                      # [B, d]
+        B, d = stream.shape
+        zeros = stream.new_zeros(B, d)
+        user_id = batch.get("user_id")
+        parts = [self.user_emb(user_id) if user_id is not None else zeros, stream, cand["category"]]
+
+        if self.dense_proj is not None:
+            dense = batch.get("dense")
+            parts.append(F.relu(self.dense_proj(dense.to(stream.dtype))) if dense is not None else zeros)  # [B, d]
+        if self.leaf_emb is not None:
+            leaves = batch.get("leaves")
+            parts.append(self.leaf_emb(leaves) if leaves is not None else zeros)    # [B, d]
+        if self.m2v_user is not None:
+            m2v_user = batch.get("m2v_user")
+            u = self.m2v_user(m2v_user.to(stream.dtype)) if m2v_user is not None else zeros  # [B, d]
+            s = cand.get("m2v_stream", zeros)                                        # [B, d]
+            parts += [u, s, (u * s).sum(-1, keepdim=True)]                           # [B, d], [B, d], [B, 1]
+
+        if self.sequence is not None:
+            tokens, masks = [cand["target_tokens"]], []                              # [B, 1, d]
+            for name in ("core_items", "rt_items"):
+                if f"{name}_tokens" in cand:
+                    tokens.append(cand[f"{name}_tokens"])                            # [B, L, d]
+                    masks.append(cand[f"{name}_mask"])                               # [B, L]
+            if "user_items" in batch:
+                ids = batch["user_items"]                                            # [B, Lu]
+                dt = batch.get("user_items_dt")
+                tokens.append(self.sequence.embed_tokens(self.item_emb(ids), USER_TYPE, dt))  # [B, Lu, d]
+                masks.append(ids > 0)
+            h, mask = self.sequence.encode(tokens, masks)                            # [B, T, d], [B, T]
+            parts.append(self.sequence.pool(h, mask))                                # [B, 2d]
+
+        if self.target_attention is not None:
+            ids = batch.get("user_streams")
+            if ids is not None:
+                v = self.target_attention(stream, self.stream_emb(ids), ids > 0)    # [B, d]
+            else:
+                v = zeros
+            parts += [v, stream * v]                                                 # [B, d] x 2
+
+        x = torch.cat(parts, dim=-1)                                                 # [B, in_dim]
+        if self.cross is not None:
+            x = self.cross(x)                                                        # [B, in_dim]
+        task_inputs = self.head(x)                                                   # K x [B, expert_dim]
+        out = {OUTPUT_KEYS[t]: self.towers[t](h_t).squeeze(-1)                       # [B]
+               for t, h_t in zip(self.config.tasks, task_inputs)}
+        if self.biasnet is not None and "position" in batch and (self.training or with_bias):
+            out["bias_logit"] = self.biasnet(batch["position"], batch.get("page"))   # [B]
+        return out
+
+    # ------------------------------------------------------------------ training
+    def losses(self, out: dict, batch_labels: dict, weights: Optional[Tensor] = None) -> dict:
+        """Per-task scalar losses (module docstring). ``batch_labels``: ``click``, ``purchase``,
+        ``stay`` ``[B]`` (stay in log1p seconds; only clicked rows count). ``weights [B]``:
+        optional per-row weights (weighted means). A task whose output or label is missing is
+        left out."""
+        ctr = out["ctr_logit"]                                                       # [B]
+        if "bias_logit" in out:
+            ctr = ctr + out["bias_logit"]                                            # [B] biased logit
+        click = batch_labels["click"].to(ctr.dtype)                                  # [B]
+        w = None if weights is None else weights.to(ctr.dtype)
+
+        def mean(v: Tensor) -> Tensor:
+            return v.mean() if w is None else (v * w).sum() / w.sum().clamp(min=1e-12)
+
+        losses = {"ctr": mean(F.binary_cross_entropy_with_logits(ctr, click, reduction="none"))}
+        if "cvr_logit" in out and "purchase" in batch_labels:
+            p_ctcvr = (torch.sigmoid(ctr) * torch.sigmoid(out["cvr_logit"])).clamp(PROB_EPS, 1 - PROB_EPS)  # [B]
+            purchase = batch_labels["purchase"].to(ctr.dtype)
+            losses["cvr"] = mean(F.binary_cross_entropy(p_ctcvr, purchase, reduction="none"))
+        if "stay" in out and "stay" in batch_labels:
+            clicked = (click > 0.5).to(ctr.dtype)                                    # [B]
+            if w is not None:
+                clicked = clicked * w
+            se = (out["stay"] - batch_labels["stay"].to(ctr.dtype)) ** 2              # [B]
+            # 0 (still attached to the graph) when no row is clicked
+            losses["stay"] = (se * clicked).sum() / clicked.sum().clamp(min=1e-12)
+        return losses
+
+    # ------------------------------------------------------------------ serving
+    @torch.no_grad()
+    def predict(self, batch: dict, cand: Optional[dict] = None, cand_index: Optional[Tensor] = None) -> dict:
+        """Debiased predictions in eval mode (the module's mode is restored): ``p_ctr``
+        (+ ``p_cvr``, ``p_ctcvr`` = p_ctr · p_cvr, ``stay_s`` = expm1(stay) ≥ 0) ``[B]``."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self.forward(batch, cand=cand, cand_index=cand_index)
+        finally:
+            self.train(was_training)
+        p_ctr = torch.sigmoid(out["ctr_logit"])
+        pred = {"p_ctr": p_ctr}
+        if "cvr_logit" in out:
+            pred["p_cvr"] = torch.sigmoid(out["cvr_logit"])
+            pred["p_ctcvr"] = p_ctr * pred["p_cvr"]
+        if "stay" in out:
+            pred["stay_s"] = torch.expm1(out["stay"]).clamp(min=0)
+        return pred
+
+    def without_biasnet(self) -> "Ranker":
+        """A deep copy without the position tower (and ``config.use_biasnet=False``): the serving
+        model. Its outputs equal this model's debiased ones."""
+        model = copy.deepcopy(self)
+        model.biasnet = None
+        model.config = replace(model.config, use_biasnet=False)
+        return model
+
+    def __repr__(self) -> str:
+        blocks = [name for name in ("sequence", "target_attention", "cross", "biasnet") if getattr(self, name) is not None]
+        n_params = sum(p.numel() for p in self.parameters())
+        return (f"{self.__class__.__name__}(d={self.config.d_model}, in_dim={self.in_dim}, "
+                f"head={self.config.head}, tasks={self.config.tasks}, blocks={blocks}, params={n_params})")
+
+
+class UncertaintyWeighting(nn.Module):
+    r"""Task weighting by learned homoscedastic uncertainty (Kendall, Gal, Cipolla, CVPR 2018):
+
+    .. math::
+        \mathcal{L} = \sum_t e^{-s_t} \mathcal{L}_t + s_t, \qquad s_t = \log \sigma_t^2
+
+    ``forward(losses)`` takes the dict of :meth:`Ranker.losses` (a subset of ``tasks``) → scalar.
+    """
+
+    def __init__(self, tasks: Sequence[str] = TASKS):
+        super().__init__()
+        self.tasks = tuple(tasks)
+        self.log_vars = nn.Parameter(torch.zeros(len(self.tasks)))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.zeros_(self.log_vars)
+
+    def forward(self, losses: dict) -> Tensor:
+        unknown = set(losses) - set(self.tasks)
+        if unknown:
+            raise KeyError(f"no weight for tasks {sorted(unknown)} (have {self.tasks})")
+        total = self.log_vars.new_zeros(())
+        for i, task in enumerate(self.tasks):
+            if task in losses:
+                s = self.log_vars[i]
+                total = total + torch.exp(-s) * losses[task] + s
+        return total
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(tasks={self.tasks})"
+
+
+@torch.no_grad()
+def position_curve(model: Union[Ranker, BiasNet], ctr_logits: Tensor,
+                   positions: Union[Sequence[int], Tensor] = range(1, 11),
+                   page: Optional[Union[int, Tensor]] = None) -> Tensor:
+    r"""The learned relative examination curve: for each position :math:`k`,
+    :math:`\text{mean}_i\, \sigma(a_i + b_k) / \text{mean}_i\, \sigma(a_i + b_1)` with :math:`a`
+    the debiased CTR logits ``ctr_logits [N]`` of a set of impressions and :math:`b` the
+    Biasnet position logits (position 1 is the reference). → ``[K]``. Under
+    P(click) = exam(k) · r this ratio of means is exam(k) / exam(1)."""
+    biasnet = model if isinstance(model, BiasNet) else model.biasnet
+    if biasnet is None:
+        raise ValueError("the model has no Biasnet")
+    positions = torch.as_tensor(list(positions) if not isinstance(positions, Tensor) else positions,
+                                dtype=torch.long).reshape(-1)                            # [K]
+    b = biasnet.position_logits(torch.cat([positions.new_ones(1), positions]), page)     # [1 + K]
+    a = ctr_logits.reshape(-1, 1).to(b.dtype)                                            # [N, 1]
+    rate = torch.sigmoid(a + b).mean(0)                                                  # [1 + K]
+    return rate[1:] / rate[0]                                                            # [K]
+
+
+__all__ = ["RankerConfig", "Ranker", "UncertaintyWeighting", "position_curve", "TASKS"]

@@ -1,0 +1,161 @@
+"""The serving form of the ranker: no Biasnet, candidate-side encodings cached, objectives fused.
+
+:class:`RankerScorer` is built from a trained :class:`ranking.model.ranker.Ranker` with
+``Ranker.without_biasnet()`` — the position tower exists only to explain the training labels; at
+serving every candidate is scored as if shown in the same slot (the debiased logit), and the
+scorer holds no Biasnet parameter at all.
+
+Per request (:meth:`RankerScorer.predict`): the assembled frame (Feast user rows + the snapshot's
+stream rows, :func:`feature_repo.online.assemble`, list columns included) → the version's
+:class:`ranking.dataset.RankerInputs` (the same transform as training) → the model → per-task
+outputs → one score by objective fusion::
+
+    score = w_ctr · log pCTR + w_cvr · log pCVR + w_stay · log(1 + stay seconds)
+
+i.e. the weighted product pCTR^w_ctr · pCVR^w_cvr · (1 + stay)^w_stay, with weights per page
+(``fusion = {"default": {...}, "<page>": {...}}``; tasks the model lacks are skipped).
+
+Candidate cache: the stream-side part of the model input that only depends on the model version
+(stream id, category, Metapath2vec vector, core products: ``Ranker.encode_candidates``) is
+computed once per (version, stream) and reused; the per-request part (the stream's real-time
+products, the user side) is not cached. The outputs with and without the cache are equal.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# the candidate-side inputs that depend on the model version only (rt_items changes every second)
+STATIC_CANDIDATE_KEYS = ("stream_id", "category", "m2v_stream", "core_items")
+DEFAULT_FUSION = {"default": {"ctr": 1.0, "cvr": 0.3, "stay": 0.2}}
+_EPS = 1e-7
+
+
+def fuse(outputs: dict, weights: dict) -> np.ndarray:
+    """Weighted product of the task scores, in log space (monotone in each task)."""
+    score = float(weights.get("ctr", 1.0)) * np.log(np.clip(outputs["p_ctr"], _EPS, 1.0))
+    if "p_cvr" in outputs and weights.get("cvr"):
+        score = score + float(weights["cvr"]) * np.log(np.clip(outputs["p_cvr"], _EPS, 1.0))
+    if "stay_s" in outputs and weights.get("stay"):
+        score = score + float(weights["stay"]) * np.log1p(np.maximum(outputs["stay_s"], 0.0))
+    return score
+
+
+class RankerScorer:
+    """Biasnet-free ranker + its input pipeline + fusion weights (one registry version)."""
+
+    def __init__(self, model, inputs, *, fusion: Optional[dict] = None, version: Optional[str] = None,
+                 cache_candidates: bool = True):
+        if getattr(model, "biasnet", None) is not None:
+            raise ValueError("the scorer takes the serving form: call Ranker.without_biasnet() first "
+                             "(or RankerScorer.from_trained)")
+        self.model = model.eval()
+        self.inputs = inputs
+        self.fusion = dict(fusion or DEFAULT_FUSION)
+        self.version = version
+        self.cache_candidates = cache_candidates
+        self._cache: dict = {}            # (stream, category) key -> cached candidate rows
+        self._cache_lock = threading.Lock()
+        self._local = threading.local()    # per request thread: the last call's phase timings
+        from feature_repo.features import FEATURE_COLUMNS
+        self.feature_cols = [c for c in inputs.dense_cols if c in FEATURE_COLUMNS]
+        seq = getattr(model, "sequence", None)
+        if seq is not None:             # time the transformer's share (a pre/post hook pair)
+            seq.register_forward_pre_hook(self._seq_start)
+            seq.register_forward_hook(self._seq_end)
+
+    def _seq_start(self, *_):
+        self._local.seq_t0 = time.perf_counter()
+
+    def _seq_end(self, *_):
+        self._local.seq_s = getattr(self._local, "seq_s", 0.0) + time.perf_counter() - self._local.seq_t0
+
+    @property
+    def last_timing(self) -> dict:
+        """{inputs_ms, model_ms, transformer_ms} of this thread's last :meth:`outputs` call."""
+        return getattr(self._local, "timing", {})
+
+    @classmethod
+    def from_trained(cls, model, inputs, **kw) -> "RankerScorer":
+        return cls(model.without_biasnet(), inputs, **kw)
+
+    @classmethod
+    def load(cls, path, **kw) -> "RankerScorer":
+        from .train import load_ranker
+        model, inputs, meta = load_ranker(path)
+        fusion = kw.pop("fusion", None) or meta.get("fusion") or None
+        return cls(model.without_biasnet(), inputs, fusion=fusion, version=Path(path).name, **kw)
+
+    # ------------------------------------------------------------------ candidate cache
+    def _candidates(self, batch: dict):
+        """(cand dict, cand_index) for the rows' streams: the static part from the per-version
+        cache, the real-time products' tokens computed now (they change every second)."""
+        import torch
+        from .model.ranker import RT_TYPE
+        # key = (stream, category): every unknown stream shares index 0 but keeps its own category
+        sidx = batch["stream_id"].numpy() * (len(self.inputs.categories) + 1) + batch["category"].numpy()
+        uniq, first, inv = np.unique(sidx, return_index=True, return_inverse=True)
+        with self._cache_lock:
+            missing = [j for j, s in enumerate(uniq) if int(s) not in self._cache]
+            if missing:
+                take = torch.as_tensor(first[missing])
+                sub = {k: batch[k].index_select(0, take) for k in STATIC_CANDIDATE_KEYS if k in batch}
+                with torch.no_grad():
+                    enc = self.model.encode_candidates(sub)
+                for j, m in enumerate(missing):
+                    self._cache[int(uniq[m])] = {k: v[j] for k, v in enc.items()}
+            cand = {k: torch.stack([self._cache[int(s)][k] for s in uniq]) for k in self._cache[int(uniq[0])]}
+        seq = getattr(self.model, "sequence", None)
+        if seq is not None and "rt_items" in batch:
+            rt = batch["rt_items"].index_select(0, torch.as_tensor(first))              # [U, Lr]
+            cand["rt_items_tokens"] = seq.embed_tokens(self.model.item_emb(rt), RT_TYPE)  # [U, Lr, d]
+            cand["rt_items_mask"] = rt > 0
+        return cand, torch.as_tensor(inv.reshape(-1), dtype=torch.long)
+
+    # ------------------------------------------------------------------ scoring
+    def outputs(self, frame: pd.DataFrame) -> dict:
+        """Per-task outputs (numpy): p_ctr, p_cvr, p_ctcvr, stay_s — debiased."""
+        import torch
+        from .train import to_tensors
+        t0 = time.perf_counter()
+        x = self.inputs.transform(frame, with_position=False)
+        t1 = time.perf_counter()
+        batch = to_tensors(x)
+        self._local.seq_s = 0.0
+        with torch.no_grad():
+            if self.cache_candidates and hasattr(self.model, "encode_candidates") and len(frame):
+                cand, idx = self._candidates(batch)
+                out = self.model(batch, cand=cand, cand_index=idx)
+            else:
+                out = self.model(batch)
+        t2 = time.perf_counter()
+        res = {"p_ctr": torch.sigmoid(out["ctr_logit"]).double().numpy()}
+        if "cvr_logit" in out:
+            res["p_cvr"] = torch.sigmoid(out["cvr_logit"]).double().numpy()
+            res["p_ctcvr"] = res["p_ctr"] * res["p_cvr"]
+        if "stay" in out:
+            res["stay_s"] = np.maximum(np.expm1(out["stay"].double().numpy()), 0.0)
+        self._local.timing = {"inputs_ms": (t1 - t0) * 1e3, "model_ms": (t2 - t1) * 1e3,
+                              "transformer_ms": self._local.seq_s * 1e3}
+        return res
+
+    def predict(self, frame: pd.DataFrame, num_threads: Optional[int] = None, page: Optional[str] = None
+                ) -> np.ndarray:
+        """One fused score per row of ``frame`` (higher = better)."""
+        if len(frame) == 0:
+            return np.zeros(0)
+        if page is None and "page" in frame.columns and len(frame):
+            page = str(frame["page"].iloc[0])
+        weights = self.fusion.get(page or "default", self.fusion.get("default", {"ctr": 1.0}))
+        return fuse(self.outputs(frame), weights)
+
+
+__all__ = ["RankerScorer", "fuse", "DEFAULT_FUSION"]

@@ -1,0 +1,370 @@
+"""Training of the transformer ranker: AdamW, early stopping on validation, task loss weights.
+
+:func:`fit` trains a :class:`ranking.model.ranker.Ranker` on numpy batches built by
+:meth:`ranking.dataset.RankerInputs.transform` (+ :func:`ranking.dataset.labels`):
+
+- loss = Σ_t w_t L_t with fixed weights (``TrainConfig.loss_weights``) or learned uncertainty
+  weighting (Kendall et al. 2018; ``loss_weights="uncertainty"``); L_ctr includes Biasnet's
+  logit (training only), L_cvr is ESMM's pCTCVR loss on all impressions, L_stay the log1p-seconds
+  MSE on clicked impressions (see ``Ranker.losses``);
+- AdamW (decoupled weight decay), mini-batches in a seeded random order;
+- after each epoch the validation loss (the same weighted sum, Biasnet included: it is what the
+  labels measure) decides early stopping; the best epoch's weights are restored;
+- progress: a tqdm bar per epoch when ``progress`` (rows/s), a log line per epoch always.
+
+:func:`train_and_register_ranker` is the worker's job: event log → labels → point-in-time Feast
+features with their list columns → time split → inputs (vocabularies, GBDT leaves of the active
+V1, Metapath2vec vectors of the active version) → fit → metrics + HTML report → artifact →
+registry; promoted only when its validation click AUC is not worse than the active ranker's.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "ranker"
+WEIGHTS_FILE = "ranker.pt"
+CONFIG_FILE = "ranker.json"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 1024
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 2                      # epochs without a better validation loss before stopping
+    loss_weights: Union[dict, str] = field(default_factory=lambda: {"ctr": 1.0, "cvr": 1.0, "stay": 0.2})
+    seed: int = 0
+    threads: Optional[int] = None          # torch threads (None: leave as is)
+    max_train_rows: Optional[int] = None   # subsample the train rows (seeded), None = all
+    eval_batch_size: int = 8192
+
+
+def to_tensors(batch: dict, rows=None) -> dict:
+    import torch
+    out = {}
+    for k, v in batch.items():
+        a = v if rows is None else v[rows]
+        out[k] = torch.from_numpy(np.ascontiguousarray(a))
+    return out
+
+
+def _n_rows(batch: dict) -> int:
+    return len(next(iter(batch.values())))
+
+
+def _weighted(losses: dict, weights, uncertainty):
+    if uncertainty is not None:
+        return uncertainty(losses)
+    return sum(float(weights.get(t, 1.0)) * v for t, v in losses.items())
+
+
+def predict_batches(model, batch: dict, *, with_bias: bool = False, batch_size: int = 8192) -> dict:
+    """Model outputs (numpy) for every row of ``batch``, eval mode, no grad, in chunks."""
+    import torch
+    model.eval()
+    n = _n_rows(batch)
+    parts: dict = {}
+    with torch.no_grad():
+        for lo in range(0, n, batch_size):
+            out = model(to_tensors(batch, slice(lo, lo + batch_size)), with_bias=with_bias)
+            for k, v in out.items():
+                if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == min(batch_size, n - lo):
+                    parts.setdefault(k, []).append(v.detach().numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def validation_loss(model, batch: dict, labels: dict, weights, uncertainty=None, batch_size: int = 8192) -> dict:
+    import torch
+    model.eval()
+    n = _n_rows(batch)
+    sums: dict = {}
+    with torch.no_grad():
+        for lo in range(0, n, batch_size):
+            sl = slice(lo, lo + batch_size)
+            xb, yb = to_tensors(batch, sl), to_tensors(labels, sl)
+            out = model(xb, with_bias=True)
+            losses = model.losses(out, yb)
+            m = len(yb["click"])
+            for t, v in losses.items():
+                # stay is a mean over clicked rows: weight it by the clicked count
+                w = float(yb["click"].sum()) if t == "stay" else m
+                sums.setdefault(t, [0.0, 0.0])
+                sums[t][0] += float(v) * w
+                sums[t][1] += w
+    per = {t: (s / c if c else 0.0) for t, (s, c) in sums.items()}
+    if uncertainty is not None:
+        total = float(uncertainty({t: torch.tensor(v) for t, v in per.items()}))
+    else:
+        total = sum(float(weights.get(t, 1.0)) * v for t, v in per.items())
+    return {"total": total, **per}
+
+
+def fit(model, train: dict, train_labels: dict, valid: Optional[dict] = None, valid_labels: Optional[dict] = None,
+        config: Optional[TrainConfig] = None, *, progress: bool = False) -> dict:
+    """Train ``model`` in place; returns the history (per epoch: train/valid losses, seconds, rows/s)
+    and the best epoch. Without validation rows, every epoch runs and the last is kept."""
+    import torch
+    from .model.ranker import UncertaintyWeighting
+
+    cfg = config or TrainConfig()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    n = _n_rows(train)
+    rows_all = np.arange(n)
+    if cfg.max_train_rows and n > cfg.max_train_rows:
+        rows_all = np.sort(rng.choice(n, size=int(cfg.max_train_rows), replace=False))
+    tasks = list(model.config.tasks)
+    uncertainty = UncertaintyWeighting(tasks) if cfg.loss_weights == "uncertainty" else None
+    weights = {} if uncertainty is not None else dict(cfg.loss_weights)
+    params = list(model.parameters()) + (list(uncertainty.parameters()) if uncertainty is not None else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history = {"epochs": [], "best_epoch": None, "tasks": tasks}
+    best, best_state, bad = math.inf, None, 0
+    has_valid = valid is not None and valid_labels is not None and _n_rows(valid) > 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        order = rows_all[rng.permutation(len(rows_all))]
+        sums, count = {}, 0
+        steps = range(0, len(order), cfg.batch_size)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(order), desc=f"epoch {epoch}", unit="rows", leave=False, mininterval=1.0)
+        for lo in steps:
+            idx = order[lo:lo + cfg.batch_size]
+            xb, yb = to_tensors(train, idx), to_tensors(train_labels, idx)
+            out = model(xb)
+            losses = model.losses(out, yb)
+            loss = _weighted(losses, weights, uncertainty)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            for t, v in losses.items():
+                sums[t] = sums.get(t, 0.0) + float(v.detach()) * len(idx)
+            sums["total"] = sums.get("total", 0.0) + float(loss.detach()) * len(idx)
+            count += len(idx)
+            if bar is not None:
+                bar.update(len(idx))
+        if bar is not None:
+            bar.close()
+        secs = time.perf_counter() - t0
+        rec = {"epoch": epoch, "seconds": round(secs, 2), "rows_per_s": round(count / max(secs, 1e-9)),
+               "train": {t: v / max(count, 1) for t, v in sums.items()}}
+        if has_valid:
+            rec["valid"] = validation_loss(model, valid, valid_labels, weights, uncertainty, cfg.eval_batch_size)
+        if uncertainty is not None:
+            rec["log_vars"] = {t: float(v) for t, v in zip(tasks, uncertainty.log_vars.detach())}
+        history["epochs"].append(rec)
+        score = rec["valid"]["total"] if has_valid else -epoch
+        msg = (f"ranker epoch {epoch}: train loss {rec['train']['total']:.4f}"
+               + (f", valid loss {rec['valid']['total']:.4f}" if has_valid else "")
+               + f" ({count:,} rows in {secs:.1f}s, {rec['rows_per_s']:,} rows/s)")
+        log.info(msg)
+        if progress:
+            print(msg, flush=True)
+        if score < best - 1e-6:
+            best, bad = score, 0
+            best_state = copy.deepcopy(model.state_dict())
+            history["best_epoch"] = epoch
+        else:
+            bad += 1
+            if has_valid and bad >= cfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
+# ----------------------------------------------------------------------------- artifact
+def save_ranker(model, inputs, directory, *, history: Optional[dict] = None, metrics: Optional[dict] = None,
+                fusion: Optional[dict] = None) -> Path:
+    """The trained ranker (Biasnet included: the scorer drops it) + its input pipeline."""
+    import torch
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), d / WEIGHTS_FILE)
+    meta = {"config": model.config.to_dict(), "history": history or {}, "metrics": metrics or {},
+            "fusion": fusion}
+    (d / CONFIG_FILE).write_text(json.dumps(meta, indent=1, default=_json_default))
+    inputs.save(d)
+    return d
+
+
+def load_ranker(directory):
+    """(trained Ranker in eval mode, RankerInputs, meta)."""
+    import torch
+    from .dataset import RankerInputs
+    from .model.ranker import Ranker, RankerConfig
+    d = Path(directory)
+    meta = json.loads((d / CONFIG_FILE).read_text())
+    model = Ranker(RankerConfig.from_dict(meta["config"]))
+    model.load_state_dict(torch.load(d / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    model.eval()
+    return model, RankerInputs.load(d), meta
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+# ----------------------------------------------------------------------------- end to end on frames
+def build_ranker(inputs, **overrides):
+    """A Ranker sized for ``inputs`` (vocabularies, dense width, leaves, m2v), ``overrides`` on top."""
+    from .model.ranker import Ranker, RankerConfig
+    sizes = inputs.config_sizes()
+    cfg = RankerConfig(**{**sizes, **overrides})
+    return Ranker(cfg)
+
+
+def train_on_frames(train_df, valid_df, dense_cols, *, catalog=None, embeddings=None, gbdt=None,
+                    ranker_overrides: Optional[dict] = None, train_config: Optional[TrainConfig] = None,
+                    extra_frames=(), progress: bool = False):
+    """Fit inputs on ``train_df``, build and train a ranker (early stopping on ``valid_df``).
+    Returns (model, inputs, history)."""
+    import torch
+    from .dataset import RankerInputs, labels
+    cfg = train_config or TrainConfig()
+    torch.manual_seed(cfg.seed)
+    inputs = RankerInputs.fit(train_df, dense_cols, catalog=catalog, embeddings=embeddings, gbdt=gbdt,
+                              extra_frames=extra_frames)
+    model = build_ranker(inputs, **(ranker_overrides or {}))
+    xt, yt = inputs.transform(train_df), labels(train_df)
+    xv = yv = None
+    if valid_df is not None and len(valid_df):
+        xv, yv = inputs.transform(valid_df), labels(valid_df)
+    history = fit(model, xt, yt, xv, yv, cfg, progress=progress)
+    return model, inputs, history
+
+
+# ----------------------------------------------------------------------------- the registry job
+EARLY_STOP_FRAC = 0.15
+PROMOTION_METRICS = ("auc", "cvr_auc_all")      # higher is better; compared with the active version's
+
+
+def should_promote(new_metrics: dict, current: Optional[dict]) -> tuple[bool, str]:
+    """Promote when nothing is active, or when no validation metric of PROMOTION_METRICS that both
+    versions report is worse than the active version's (the registry keeps both either way)."""
+    if current is None:
+        return True, "no active ranker"
+    cur = current.get("metrics") or {}
+    worse = [f"{k} {new_metrics.get(k)} < {cur.get(k)}" for k in PROMOTION_METRICS
+             if new_metrics.get(k) is not None and cur.get(k) is not None and new_metrics[k] < cur[k]]
+    if new_metrics.get("auc") is None:
+        return False, "no validation auc"
+    if worse:
+        return False, "worse than active " + str(current.get("version")) + ": " + ", ".join(worse)
+    return True, f"not worse than active {current.get('version')}"
+
+
+def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid_frac: float = 0.2,
+                              ranker_overrides: Optional[dict] = None, train_config: Optional[TrainConfig] = None,
+                              progress: bool = False) -> dict:
+    """Train the ranker on the event log (up to ``end``), evaluate it, register it; idempotent per
+    data version (+ config). Uses the active ``gbdt`` (leaf inputs) and ``metapath2vec`` versions when
+    there are. Promotion: when no ranker is active or the validation click AUC (debiased scores) is
+    not worse than the active version's. Returns the registry row (+ ``report`` path)."""
+    from feature_repo.features import FEATURE_COLUMNS
+    from store.ingest import data_version, load_catalog, load_events
+    from store.jobs import job_run
+    from store.registry import active_model, find_model, promote, register_model
+    from store.sources import TRUTH_FILE
+
+    from .evaluate import evaluate_ranker, write_report
+    from .gbdt import MODEL_NAME as GBDT_NAME
+    from .gbdt import GBDTModel, time_split
+    from .samples import impression_labels, training_frame
+
+    t0 = time.perf_counter()
+    url = settings.database_url
+    if end is not None and end.tzinfo is None:
+        end = end.replace(tzinfo=timezone.utc)
+    cfg = train_config or TrainConfig(threads=2)
+    fingerprint = hashlib.sha1(json.dumps([asdict(cfg), ranker_overrides or {}], sort_keys=True,
+                                          default=str).encode()).hexdigest()[:8]
+    key = data_version(url) + (f"@{end.isoformat()}" if end is not None else "") + f"#{fingerprint}"
+    existing = find_model(url, MODEL_NAME, data_version=key)
+    if existing is not None:
+        log.info("train_and_register_ranker: %s already trained (%s)", key, existing["version"])
+        return dict(existing, skipped=True)
+    with job_run(url, "train_ranker", key) as job:
+        if job.skip:
+            row = find_model(url, MODEL_NAME, data_version=key)
+            return dict(row or {"data_version": key, **job.detail}, skipped=True)
+        events = load_events(url, end=end)
+        catalog = load_catalog(url)
+        labels_df = impression_labels(events, catalog.get("streams"))
+        if len(labels_df) < 10 or labels_df["click"].nunique() < 2:
+            raise ValueError(f"not enough impressions with both classes to train ({len(labels_df)} impressions)")
+        frame = training_frame(settings, labels_df, progress=progress, lists=True)
+        train, valid = time_split(frame, valid_frac)
+        fit_df, stop_df = time_split(train, EARLY_STOP_FRAC)      # early stopping inside the train period
+        gbdt_row = active_model(url, GBDT_NAME)
+        gbdt = GBDTModel.load(gbdt_row["artifact_path"]) if gbdt_row else None
+        embeddings = None
+        try:
+            from graph.artifacts import load_active
+            embeddings = load_active(url)
+        except Exception as exc:          # graph job never ran / artifact missing: train without
+            log.warning("no Metapath2vec embeddings for the ranker: %s", exc)
+        overrides = dict(ranker_overrides or {})
+        model, inputs, history = train_on_frames(
+            fit_df, stop_df, list(FEATURE_COLUMNS), catalog=catalog, embeddings=embeddings, gbdt=gbdt,
+            ranker_overrides=overrides, train_config=cfg, extra_frames=[valid], progress=progress)
+        truth_path = Path(settings.artifact_dir) / TRUTH_FILE
+        truth = None
+        if truth_path.exists():
+            import pandas as pd
+            truth = pd.read_parquet(truth_path)
+        metrics = evaluate_ranker(model, inputs, valid, truth=truth)
+        metrics.update({"n_train": int(len(fit_df)), "n_stop": int(len(stop_df)), "n_valid": int(len(valid)),
+                        "gbdt_version": (gbdt_row or {}).get("version"),
+                        "m2v_version": (embeddings.meta.get("version") if embeddings is not None else None),
+                        "train_seconds": round(time.perf_counter() - t0, 2)})
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        version = f"{stamp}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+        path = Path(settings.artifact_dir) / "models" / MODEL_NAME / version
+        save_ranker(model, inputs, path, history=history, metrics=metrics)
+        report = write_report(path / "report", model, inputs, valid, history, metrics, truth=truth)
+        row = register_model(url, MODEL_NAME, version, str(path), metrics=metrics, data_version=key)
+        current = active_model(url, MODEL_NAME)
+        ok, why = should_promote(metrics, current)
+        if ok:
+            row = promote(url, MODEL_NAME, version)
+        log.info("ranker %s %s: %s", version, "promoted" if ok else "registered, NOT promoted", why)
+        msg = (f"ranker {version}: valid auc {metrics.get('auc')} gauc {metrics.get('gauc')} "
+               f"cvr auc {metrics.get('cvr_auc_all')} stay rmse {metrics.get('stay_rmse')} "
+               f"(oracle {metrics.get('oracle_auc')}) n={metrics.get('n')} in {time.perf_counter() - t0:.1f}s; "
+               f"report {report}")
+        log.info(msg)
+        if progress:
+            print(msg, flush=True)
+        return dict(row, report=str(report))
+
+
+__all__ = ["TrainConfig", "should_promote", "fit", "predict_batches", "save_ranker", "load_ranker", "build_ranker",
+           "train_on_frames", "train_and_register_ranker", "MODEL_NAME"]

@@ -1,0 +1,343 @@
+"""Ranker: configs, forward / losses / backward, serving parity (Biasnet dropped, candidate cache),
+ESMM and stay losses, uncertainty weighting, predict, position curve, a planted training run."""
+import json
+
+import pytest
+import torch
+
+from ranking.model.biasnet import BiasNet
+from ranking.model.ranker import Ranker, RankerConfig, UncertaintyWeighting, position_curve
+
+SIZES = dict(n_users=40, n_streams=25, n_items=60, n_categories=6, n_dense=5)
+LENGTHS = dict(core_items=4, rt_items=3, user_items=6, user_streams=5)
+M2V, TREES, LEAF_TOKENS = 6, 3, 3 * 7 + 1
+SEED = 0
+
+
+def full_config(**kw) -> RankerConfig:
+    base = dict(SIZES, n_leaf_tokens=LEAF_TOKENS, n_trees=TREES, m2v_dim=M2V, d_model=16, use_cross=True,
+                time_encoding=True, n_experts=3, expert_dim=16, tower_dim=8, n_positions=12, n_pages=4)
+    return RankerConfig(**{**base, **kw})
+
+
+def minimal_config(**kw) -> RankerConfig:
+    base = dict(SIZES, d_model=8, use_transformer=False, use_target_attention=False, use_biasnet=False,
+                head="shared_bottom", expert_dim=8, tower_dim=4, tasks=("ctr",))
+    return RankerConfig(**{**base, **kw})
+
+
+def make_batch(B=12, seed=0, pad=0.3) -> dict:
+    g = torch.Generator().manual_seed(seed)
+
+    def ids(n, *shape, p=pad):
+        x = torch.randint(1, n, shape, generator=g)
+        return x * (torch.rand(shape, generator=g) >= p)
+
+    batch = {"user_id": ids(SIZES["n_users"], B, p=0), "stream_id": ids(SIZES["n_streams"], B, p=0),
+             "category": ids(SIZES["n_categories"], B, p=0), "dense": torch.randn(B, SIZES["n_dense"], generator=g),
+             "leaves": ids(LEAF_TOKENS, B, TREES, p=0.1), "m2v_user": torch.randn(B, M2V, generator=g),
+             "m2v_stream": torch.randn(B, M2V, generator=g),
+             "user_items_dt": torch.rand(B, LENGTHS["user_items"], generator=g) * 1e5,
+             "position": torch.randint(0, 15, (B,), generator=g), "page": torch.randint(0, 4, (B,), generator=g)}
+    batch["core_items"] = ids(SIZES["n_items"], B, LENGTHS["core_items"])
+    batch["rt_items"] = ids(SIZES["n_items"], B, LENGTHS["rt_items"])
+    batch["user_items"] = ids(SIZES["n_items"], B, LENGTHS["user_items"])
+    batch["user_streams"] = ids(SIZES["n_streams"], B, LENGTHS["user_streams"])
+    batch["user_items"][0] = 0                     # a user without history
+    batch["user_streams"][0] = 0
+    batch["core_items"][1] = 0                     # a stream without products
+    batch["rt_items"][1] = 0
+    return batch
+
+
+def make_labels(B=12, seed=1) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    click = (torch.rand(B, generator=g) < 0.5).float()
+    return {"click": click, "purchase": click * (torch.rand(B, generator=g) < 0.5).float(),
+            "stay": click * torch.rand(B, generator=g) * 5}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one thread is faster, and immune to a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(config, seed=0) -> Ranker:
+    torch.manual_seed(seed)
+    return Ranker(config)
+
+
+# ----------------------------------------------------------------------------- config
+def test_config_json_round_trip_and_validation():
+    cfg = full_config(tasks=("ctr", "stay"), head="shared_bottom")
+    back = RankerConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and back.tasks == ("ctr", "stay")
+    with pytest.raises(ValueError):
+        RankerConfig.from_dict({**cfg.to_dict(), "typo": 1})
+    for bad in (("cvr",), ("cvr", "ctr"), ("ctr", "gmv")):
+        with pytest.raises(ValueError):
+            full_config(tasks=bad)
+    with pytest.raises(ValueError):
+        full_config(head="ple")
+    with pytest.raises(ValueError):
+        full_config(d_model=15, n_heads=2)
+
+
+# ----------------------------------------------------------------------------- forward / backward
+def test_full_config_forward_losses_backward():
+    model = _model(full_config()).train()
+    batch, labels = make_batch(), make_labels()
+    out = model(batch)
+    assert set(out) == {"ctr_logit", "cvr_logit", "stay", "bias_logit"}
+    assert all(v.shape == (12,) and torch.isfinite(v).all() for v in out.values())
+    losses = model.losses(out, labels)
+    assert set(losses) == {"ctr", "cvr", "stay"} and all(v.ndim == 0 for v in losses.values())
+    weighting = UncertaintyWeighting(model.config.tasks)
+    weighting(losses).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    # every block is trained from the first step (Biasnet's tower starts at an all-zero output
+    # layer, so only that layer moves at first)
+    for prefix in ("user_emb", "item_emb", "leaf_emb", "m2v_user", "dense_proj", "sequence", "target_attention",
+                   "cross", "head", "towers", "biasnet.out"):
+        grads = [p.grad.abs().sum() for n, p in model.named_parameters() if n.startswith(prefix)]
+        assert grads and sum(grads) > 0, prefix
+    assert weighting.log_vars.grad.abs().sum() > 0
+
+
+def test_bias_logit_only_in_training_or_on_request():
+    model = _model(full_config())
+    batch = make_batch()
+    assert "bias_logit" in model.train()(batch)
+    model.eval()
+    assert "bias_logit" not in model(batch)
+    assert "bias_logit" in model(batch, with_bias=True)
+    no_position = {k: v for k, v in batch.items() if k != "position"}
+    assert "bias_logit" not in model.train()(no_position)
+
+
+def test_minimal_config_forward_losses_backward():
+    model = _model(minimal_config()).train()
+    batch = {k: make_batch()[k] for k in ("user_id", "stream_id", "category", "dense", "position")}
+    out = model(batch)
+    assert set(out) == {"ctr_logit"} and out["ctr_logit"].shape == (12,)
+    losses = model.losses(out, make_labels())
+    assert set(losses) == {"ctr"}
+    losses["ctr"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert model.biasnet is None and model.sequence is None and model.target_attention is None
+    assert model.item_emb is None and model.leaf_emb is None and model.m2v_user is None
+    assert model.in_dim == 4 * 8                    # user, stream, category, dense
+
+
+def test_absent_optional_inputs_are_skipped():
+    model = _model(full_config()).eval()
+    batch = make_batch()
+    with torch.no_grad():
+        # an absent list is the same as an all-padding one
+        no_lists = {k: v for k, v in batch.items() if k not in ("user_streams", "user_items", "user_items_dt")}
+        empty = dict(batch, user_streams=torch.zeros_like(batch["user_streams"]),
+                     user_items=torch.zeros_like(batch["user_items"]))
+        torch.testing.assert_close(model(no_lists)["ctr_logit"], model(empty)["ctr_logit"], atol=1e-6, rtol=0)
+        bare = {k: batch[k] for k in ("user_id", "stream_id")}
+        out = model(bare)
+        assert torch.isfinite(out["ctr_logit"]).all() and out["ctr_logit"].shape == (12,)
+
+
+def test_padding_rows_do_not_matter():
+    model = _model(full_config()).eval()
+    batch = make_batch()
+    with torch.no_grad():
+        out = model(batch)
+        for emb in (model.item_emb, model.stream_emb, model.leaf_emb):   # stream_id > 0 in the batch
+            emb.weight[0].normal_(0, 10)
+        again = model(batch)
+    for k in out:
+        torch.testing.assert_close(again[k], out[k], atol=1e-6, rtol=0)
+
+
+def test_reset_parameters_is_deterministic_and_keeps_padding_rows_zero():
+    model = _model(full_config())
+    torch.manual_seed(11)
+    model.reset_parameters()
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(11)
+    model.reset_parameters()
+    assert all(torch.equal(first[k], v) for k, v in model.state_dict().items())
+    for emb in (model.user_emb, model.stream_emb, model.item_emb, model.category_emb, model.leaf_emb):
+        assert torch.equal(emb.weight[0], torch.zeros(16))
+    assert "Ranker(d=16" in repr(model)
+
+
+# ----------------------------------------------------------------------------- serving parity
+def test_without_biasnet_parity_and_no_biasnet_parameters():
+    model = _model(full_config()).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.biasnet.out.weight)          # a non-trivial position tower
+    serving = model.without_biasnet()
+    assert serving.biasnet is None and serving.config.use_biasnet is False
+    assert not [n for n, _ in serving.named_parameters() if "biasnet" in n]
+    assert model.biasnet is not None and model.config.use_biasnet      # the original is untouched
+    batch = make_batch()
+    with torch.no_grad():
+        a, b = model(batch), serving(batch)
+        assert "bias_logit" not in b and "bias_logit" not in serving(batch, with_bias=True)
+    assert set(a) == set(b)
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-6
+    assert model(batch, with_bias=True)["bias_logit"].abs().max() > 0
+
+
+def test_candidate_cache_gives_identical_outputs():
+    model = _model(full_config()).eval()
+    candidates = make_batch(B=9, seed=3)
+    rows = make_batch(B=20, seed=4)
+    cand_index = torch.randint(0, 9, (20,), generator=torch.Generator().manual_seed(5))
+    full = dict(rows)
+    for key in ("stream_id", "category", "m2v_stream", "core_items", "rt_items"):
+        full[key] = candidates[key][cand_index]
+    user_side = {k: v for k, v in rows.items() if k not in ("stream_id", "category", "m2v_stream", "core_items",
+                                                            "rt_items")}
+    with torch.no_grad():
+        direct = model(full, with_bias=True)
+        cand = model.encode_candidates(candidates)
+        cached = model(user_side, cand=cand, cand_index=cand_index, with_bias=True)
+    assert set(direct) == set(cached)
+    for k in direct:
+        assert (direct[k] - cached[k]).abs().max() < 1e-6
+    pred = model.predict(user_side, cand=cand, cand_index=cand_index)
+    torch.testing.assert_close(pred["p_ctr"], torch.sigmoid(direct["ctr_logit"]), atol=1e-6, rtol=0)
+
+
+# ----------------------------------------------------------------------------- losses / predict
+def test_losses_esmm_and_stay_on_clicks_only():
+    model = _model(full_config())
+    g = torch.Generator().manual_seed(0)
+    out = {k: torch.randn(8, generator=g) for k in ("ctr_logit", "cvr_logit", "stay", "bias_logit")}
+    labels = make_labels(B=8)
+    losses = model.losses(out, labels)
+    z = out["ctr_logit"] + out["bias_logit"]
+    p_ctcvr = torch.sigmoid(z) * torch.sigmoid(out["cvr_logit"])
+    y = labels["purchase"]
+    expected_cvr = -(y * p_ctcvr.log() + (1 - y) * (1 - p_ctcvr).log()).mean()
+    torch.testing.assert_close(losses["cvr"], expected_cvr)
+    expected_ctr = torch.nn.functional.binary_cross_entropy(torch.sigmoid(z), labels["click"])
+    torch.testing.assert_close(losses["ctr"], expected_ctr)
+    clicked = labels["click"] > 0
+    torch.testing.assert_close(losses["stay"], ((out["stay"] - labels["stay"])[clicked] ** 2).mean())
+    # non-clicked rows' stay labels do not count; no click at all gives 0 (and still backprops)
+    changed = dict(labels, stay=torch.where(clicked, labels["stay"], torch.full((8,), 99.0)))
+    torch.testing.assert_close(model.losses(out, changed)["stay"], losses["stay"])
+    stay = out["stay"].clone().requires_grad_(True)
+    none = model.losses(dict(out, stay=stay), dict(labels, click=torch.zeros(8)))
+    assert none["stay"] == 0
+    none["stay"].backward()
+    assert torch.equal(stay.grad, torch.zeros(8))
+    # extreme logits: pCTCVR is clamped, the loss stays finite
+    extreme = dict(out, ctr_logit=torch.full((8,), -200.0), bias_logit=torch.zeros(8))
+    assert torch.isfinite(model.losses(extreme, labels)["cvr"])
+    # row weights: a zero-weight row does not count
+    w = torch.ones(8)
+    w[0] = 0.0
+    weighted = model.losses(out, labels, weights=w)
+    sub = model.losses({k: v[1:] for k, v in out.items()}, {k: v[1:] for k, v in labels.items()})
+    for k in ("ctr", "cvr", "stay"):
+        torch.testing.assert_close(weighted[k], sub[k])
+
+
+def test_uncertainty_weighting():
+    weighting = UncertaintyWeighting(("ctr", "cvr", "stay"))
+    with torch.no_grad():
+        weighting.log_vars.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    losses = {"ctr": torch.tensor(0.7), "stay": torch.tensor(3.0)}
+    expected = torch.exp(torch.tensor(-0.5)) * 0.7 + 0.5 + torch.exp(torch.tensor(-2.0)) * 3.0 + 2.0
+    torch.testing.assert_close(weighting(losses), expected)
+    with pytest.raises(KeyError):
+        weighting({"gmv": torch.tensor(1.0)})
+    weighting.reset_parameters()
+    assert torch.equal(weighting.log_vars, torch.zeros(3))
+
+
+def test_predict_is_debiased_eval_and_restores_the_mode():
+    model = _model(full_config()).train()
+    batch = make_batch()
+    pred = model.predict(batch)
+    assert model.training                                           # mode restored
+    assert set(pred) == {"p_ctr", "p_cvr", "p_ctcvr", "stay_s"}
+    assert all(not v.requires_grad for v in pred.values())
+    assert ((pred["p_ctr"] > 0) & (pred["p_ctr"] < 1)).all()
+    torch.testing.assert_close(pred["p_ctcvr"], pred["p_ctr"] * pred["p_cvr"])
+    assert (pred["stay_s"] >= 0).all()
+    with torch.no_grad():
+        out = model.eval()(batch)
+    torch.testing.assert_close(pred["p_ctr"], torch.sigmoid(out["ctr_logit"]))
+    torch.testing.assert_close(pred["stay_s"], torch.expm1(out["stay"]).clamp(min=0))
+    assert set(_model(minimal_config()).predict(batch)) == {"p_ctr"}
+
+
+def test_position_curve_is_the_ratio_of_mean_click_rates():
+    torch.manual_seed(0)
+    net = BiasNet(n_positions=12)
+    with torch.no_grad():
+        torch.nn.init.normal_(net.out.weight)
+    a = torch.randn(50)
+    curve = position_curve(net, a, positions=range(1, 6))
+    b = net.position_logits(range(1, 6))
+    expected = torch.sigmoid(a[:, None] + b).mean(0) / torch.sigmoid(a + b[0]).mean()
+    torch.testing.assert_close(curve, expected)
+    assert curve[0] == 1.0
+    model = _model(full_config())
+    model.biasnet = net
+    torch.testing.assert_close(position_curve(model, a, positions=[3, 4]), expected[2:4])
+    with pytest.raises(ValueError):
+        position_curve(model.without_biasnet(), a)
+
+
+# ----------------------------------------------------------------------------- planted training
+def test_training_lowers_the_loss_and_recovers_the_position_effect():
+    """Clicks follow sigma(relevance + position effect), the effect falling with the slot; after
+    100 Adam steps the loss is lower and Biasnet ranks slot 1 above slot 10."""
+    N, BATCH = 1024, 128
+    g = torch.Generator().manual_seed(SEED)
+    batch = make_batch(B=N, seed=7)
+    batch["position"] = torch.randint(1, 11, (N,), generator=g)     # independent of relevance
+    relevance = 1.5 * batch["dense"][:, 0] + (batch["stream_id"] % 3 == 0).float() - 0.5
+    position_effect = -0.3 * (batch["position"] - 1).float()       # slot 1: 0, slot 10: -2.7
+    click = (torch.rand(N, generator=g) < torch.sigmoid(relevance + position_effect)).float()
+    labels = {"click": click, "purchase": click * (torch.rand(N, generator=g) < torch.sigmoid(batch["dense"][:, 1])),
+              "stay": click * (1 + batch["dense"][:, 2]).clamp(min=0)}
+    labels["purchase"] = labels["purchase"].float()
+
+    model = _model(full_config(d_model=8, dropout=0.0, expert_dim=8, tower_dim=8, use_cross=False,
+                               time_encoding=False), seed=1)
+    weighting = UncertaintyWeighting(model.config.tasks)
+    optimizer = torch.optim.Adam([*model.parameters(), *weighting.parameters()], lr=1e-2)
+
+    def ctr_loss():
+        model.eval()
+        with torch.no_grad():
+            return model.losses(model(batch, with_bias=True), labels)["ctr"].item()
+
+    before = ctr_loss()
+    gen = torch.Generator().manual_seed(1)
+    for step in range(100):
+        model.train()
+        idx = torch.randint(0, N, (BATCH,), generator=gen)
+        rows = {k: v[idx] for k, v in batch.items()}
+        losses = model.losses(model(rows), {k: v[idx] for k, v in labels.items()})
+        optimizer.zero_grad()
+        weighting(losses).backward()
+        optimizer.step()
+    after = ctr_loss()
+    assert after < before - 0.02, (before, after)
+    b1, b10 = model.biasnet.position_logits([1, 10]).tolist()
+    assert b1 - b10 > 0.5, (b1, b10)            # planted: 2.7
+    with torch.no_grad():
+        a = model.eval()(batch)["ctr_logit"]
+    curve = position_curve(model, a, positions=[1, 5, 10])
+    assert curve[0] == 1.0 and curve[2] < 1.0
