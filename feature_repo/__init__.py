@@ -4,7 +4,8 @@ definitions  entities, views, services (plain-Python schema; Feast objects built
 store        get_store / apply_definitions (feature_store.yaml, SQL registry, online/offline stores)
 statistics   point-in-time windowed statistics of the event log -> Parquet -> materialize
 realtime     real-time counters and recent lists as of an instant -> push
-features     the model's inputs: GBDT_FEATURE_REFS, derive_features, FEATURE_COLUMNS
+features     the model's inputs: GBDT_FEATURE_REFS, derive_features, FEATURE_COLUMNS; the id lists
+             of the sequence ranker: SEQUENCE_REFS, SEQUENCE_COLUMNS, expire_lists
 online       serving reads (user rows per request, stream rows for the snapshot) and assembly
 
 Nothing here imports Feast at module level.

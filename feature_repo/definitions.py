@@ -24,6 +24,8 @@ PROJECT = "streamrank"
 WINDOWS = {"1d": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400}       # batch statistics windows (s)
 RT_WINDOWS = {"5m": 300, "30m": 1_800, "1h": 3_600}                   # real-time counter windows (s)
 RT_BUCKET_S = 60            # cadence of the offline log of the real-time counters
+RT_ITEMS_WINDOW = "30m"     # stream_realtime:rt_items covers the events in [T - RT_WINDOWS[this], T)
+RT_ITEMS_N = 10             # at most this many items in rt_items
 RECENT_N = 20               # length of the user's recent streams / items lists
 
 # ----------------------------------------------------------------------------- entities
@@ -67,8 +69,13 @@ VIEW_FEATURES: dict[str, list[tuple[str, str]]] = {
                           ("us_last_interaction_epoch", "float64")],
     # push view, per stream: counters over [T - window, T). viewers = distinct users with a click or
     # watch, orders = purchase events in the stream. rt_epoch = the row's own time (epoch seconds),
-    # used to expire a window whose whole content has aged out (features.derive_features).
-    "stream_realtime": [(f"{m}_{w}", "int64") for m, w in RT_COUNTERS] + [("rt_epoch", "float64")],
+    # used to expire a window whose whole content has aged out (features.derive_features,
+    # features.expire_lists). rt_items = the stream's real-time products: the distinct item ids of
+    # the item_click / purchase events in the stream in [T - RT_ITEMS_WINDOW, T), most recent first
+    # (by last event; ties by event order), at most RT_ITEMS_N; [] when none (a sequence input of
+    # the transformer ranker, not a GBDT feature).
+    "stream_realtime": [(f"{m}_{w}", "int64") for m, w in RT_COUNTERS] + [("rt_epoch", "float64"),
+                                                                         ("rt_items", "int64_list")],
     # push view, per user: the last RECENT_N distinct streams (click/watch) and items
     # (item_click/purchase) before T, most recent first.
     "user_recent": [("recent_streams", "int64_list"), ("recent_items", "int64_list")],
@@ -144,10 +151,11 @@ def fingerprint(data_dir: Path, bucket_s: int) -> str:
     """Changes whenever the definitions (or the source folder) change: apply is skipped otherwise."""
     import hashlib
     import json
-    from .features import GBDT_FEATURE_REFS
+    from .features import GBDT_FEATURE_REFS, SEQUENCE_REFS
     ttls = {v: view_ttl_s(v, bucket_s) for v in VIEW_FEATURES}
     blob = json.dumps([PROJECT, ENTITIES, VIEW_FEATURES, VIEW_ENTITIES, ttls, PUSH_SOURCES,
-                       GBDT_FEATURE_REFS, TIMESTAMP_FIELD, str(Path(data_dir).resolve())], sort_keys=True)
+                       GBDT_FEATURE_REFS, SEQUENCE_REFS, [RT_ITEMS_WINDOW, RT_ITEMS_N], TIMESTAMP_FIELD,
+                       str(Path(data_dir).resolve())], sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 

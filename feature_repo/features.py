@@ -6,6 +6,16 @@
   places. Its input frame holds the raw Feast columns plus ``stream_id`` and ``event_timestamp``
   (the as-of time: the impression time in training, "now" at serving).
 - :data:`FEATURE_COLUMNS`: the final numeric columns (float64) the model consumes, in order.
+- :data:`SEQUENCE_REFS` / :data:`SEQUENCE_COLUMNS`: the id lists (Array(Int64)) tokenised by the
+  transformer ranker, read by the same calls (``training_frame(..., lists=True)`` and
+  ``online.assemble``), never GBDT features:
+    recent_items    the user's last RECENT_N distinct items (item_click / purchase) before T
+    recent_streams  the user's last RECENT_N distinct streams (click / watch) before T (also the
+                    input of the GBDT's recent_stream_rank)
+    rt_items        the candidate stream's real-time products: the last RT_ITEMS_N distinct items
+                    with an item_click / purchase in the stream in [T - 30 min, T)
+  :func:`expire_lists` turns them into python lists of int ([] when missing) and empties an
+  expired rt_items, identically in training and serving.
 
 Fill rules (a missing row — no activity yet, or expired by TTL — reads like an all-zero row):
   counts and sums (exposures, clicks, watches, purchases, viewers, streams, gmv, watch_s, the
@@ -23,17 +33,24 @@ Derived columns:
                                    (a drop-off row exists), online it expires counters nobody
                                    re-pushed.
 
+List expiry (:func:`expire_lists`, same rule): rt_items reads [] when as_of - rt_epoch >=
+RT_WINDOWS[RT_ITEMS_WINDOW] (30 min) or there is no row; offline this never changes a value (a row
+exists when the last item event ages out), online it empties a list nobody re-pushed. The user's
+lists never expire.
+
 This module imports only numpy/pandas (the API imports it at start-up).
 """
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pandas as pd
 
-from .definitions import RT_COUNTERS, RT_WINDOWS, VIEW_FEATURES
+from .definitions import RT_COUNTERS, RT_ITEMS_WINDOW, RT_WINDOWS, VIEW_FEATURES
 
 # ----------------------------------------------------------------------------- raw refs
-_SKIP_REFS = {("user_recent", "recent_items")}          # not used by the GBDT
+_SKIP_REFS = {("user_recent", "recent_items"), ("stream_realtime", "rt_items")}   # not used by the GBDT
 
 
 def _refs(views) -> list[str]:
@@ -46,6 +63,11 @@ STREAM_FEATURE_REFS = _refs(STREAM_VIEWS)
 USER_FEATURE_REFS = _refs(USER_VIEWS)
 GBDT_FEATURE_REFS = STREAM_FEATURE_REFS + USER_FEATURE_REFS
 RAW_COLUMNS = [r.split(":")[1] for r in GBDT_FEATURE_REFS]
+
+# id lists for the sequence (transformer) ranker; see the module docstring and expire_lists
+SEQUENCE_REFS = ["user_recent:recent_items", "user_recent:recent_streams", "stream_realtime:rt_items"]
+SEQUENCE_COLUMNS = ["recent_items", "recent_streams", "rt_items"]
+assert [r.split(":")[1] for r in SEQUENCE_REFS] == SEQUENCE_COLUMNS
 
 _RATIO_PARTS = ("ctr_", "cvr_", "stay_mean_")
 _INTERNAL = {"us_last_interaction_epoch", "rt_epoch", "recent_streams"}   # inputs of derived columns
@@ -122,3 +144,41 @@ def derive_features(frame: pd.DataFrame) -> pd.DataFrame:
     new["uc_exposure_share_30d"] = _ratio(new["uc_exposures_30d"], new["u_exposures_30d"])
     rest = frame.drop(columns=[c for c in FEATURE_COLUMNS if c in frame.columns])
     return pd.concat([rest, pd.DataFrame({c: new[c] for c in FEATURE_COLUMNS}, index=frame.index)], axis=1)
+
+
+def _int_list(v) -> list:
+    if isinstance(v, np.ndarray):                 # DuckDB / Arrow lists
+        return v.astype(np.int64, copy=False).tolist()
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return []
+    return [int(x) for x in v]
+
+
+def expire_lists(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy of ``frame`` whose :data:`SEQUENCE_COLUMNS` are python lists of int.
+
+    A missing value (no row, expired by TTL, or the column absent) reads []; rt_items also reads []
+    when its row is as old as its window or older (as_of - rt_epoch >= 30 min, as_of =
+    ``event_timestamp``; a missing rt_epoch counts as expired, like the counters in
+    :func:`derive_features`). Numeric columns are untouched.
+    """
+    out = frame.copy()
+    n = len(out)
+    expired = [True] * n
+    if n:
+        age = _epoch_seconds(out["event_timestamp"]) - _num(out, "rt_epoch")
+        expired = (~(age < RT_WINDOWS[RT_ITEMS_WINDOW])).tolist()            # NaN age -> expired
+    gc_on = gc.isenabled()
+    gc.disable()            # millions of small acyclic lists: the cyclic GC would dominate the cost
+    try:
+        for c in SEQUENCE_COLUMNS:
+            vals = out[c].tolist() if c in out.columns else [None] * n
+            if c == "rt_items":
+                lists = [[] if x else _int_list(v) for v, x in zip(vals, expired)]
+            else:
+                lists = [_int_list(v) for v in vals]
+            out[c] = pd.Series(lists, index=out.index, dtype=object)
+    finally:
+        if gc_on:
+            gc.enable()
+    return out

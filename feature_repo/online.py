@@ -3,7 +3,12 @@
 The API keeps an in-process snapshot of the candidate side (:meth:`OnlineFeatures.stream_rows`,
 refreshed about once a second: the same for every user) and reads only the user side per request
 (:meth:`OnlineFeatures.user_rows`). :func:`assemble` joins both
-and applies :func:`feature_repo.features.derive_features` — the same code as training.
+and applies :func:`feature_repo.features.derive_features` and
+:func:`feature_repo.features.expire_lists` — the same code as training.
+
+List columns (:data:`feature_repo.features.SEQUENCE_COLUMNS`) are python lists of int, [] when
+missing: ``stream_rows`` carries ``rt_items``, ``user_rows`` ``recent_streams`` and
+``recent_items``, and ``assemble`` keeps the three after the numeric columns.
 """
 from __future__ import annotations
 
@@ -15,24 +20,37 @@ import numpy as np
 import pandas as pd
 
 from .definitions import VIEW_FEATURES
-from .features import FEATURE_COLUMNS, STREAM_FEATURE_REFS, USER_FEATURE_REFS, derive_features
+from .features import (FEATURE_COLUMNS, SEQUENCE_COLUMNS, SEQUENCE_REFS, STREAM_FEATURE_REFS, STREAM_VIEWS,
+                       USER_FEATURE_REFS, derive_features, expire_lists)
 
 _LIST_COLUMNS = {n for v in VIEW_FEATURES for n, dt in VIEW_FEATURES[v] if dt == "int64_list"}
-_USER_REFS = [r for r in USER_FEATURE_REFS if r.split(":")[0] in ("user_stats", "user_recent")]
+# the sequence lists that are not GBDT refs, read along with their view's other features
+_STREAM_LIST_REFS = [r for r in SEQUENCE_REFS if r.split(":")[0] in STREAM_VIEWS and r not in STREAM_FEATURE_REFS]
+_USER_LIST_REFS = [r for r in SEQUENCE_REFS if r.split(":")[0] == "user_recent" and r not in USER_FEATURE_REFS]
+assert len(_STREAM_LIST_REFS) + len(_USER_LIST_REFS) + 1 == len(SEQUENCE_REFS)   # + recent_streams (GBDT)
+STREAM_ROW_REFS = STREAM_FEATURE_REFS + _STREAM_LIST_REFS
+_USER_REFS = [r for r in USER_FEATURE_REFS if r.split(":")[0] in ("user_stats", "user_recent")] + _USER_LIST_REFS
 _USER_CATEGORY_REFS = [r for r in USER_FEATURE_REFS if r.split(":")[0] == "user_category_stats"]
 _USER_STREAM_REFS = [r for r in USER_FEATURE_REFS if r.split(":")[0] == "user_stream_stats"]
-assert len(_USER_REFS) + len(_USER_CATEGORY_REFS) + len(_USER_STREAM_REFS) == len(USER_FEATURE_REFS)
-USER_ROW_REFS = _USER_REFS + ["user_recent:recent_items"]
+assert len(_USER_REFS) + len(_USER_CATEGORY_REFS) + len(_USER_STREAM_REFS) == \
+    len(USER_FEATURE_REFS) + len(_USER_LIST_REFS)
+USER_ROW_REFS = _USER_REFS
+USER_ROW_COLUMNS = [r.split(":")[1] for r in USER_FEATURE_REFS + _USER_LIST_REFS]
+
+
+def _int_list(v) -> list:
+    return [] if v is None else [int(x) for x in v]
 
 
 def _arrays(resp: dict, columns: Sequence[str], index: Optional[np.ndarray] = None) -> dict:
-    """Feast's to_dict() columns as float arrays (None -> NaN) / lists, optionally re-indexed."""
+    """Feast's to_dict() columns as float arrays (None -> NaN) / lists of int (None -> []),
+    optionally re-indexed (each row its own list)."""
     out = {}
     for c in columns:
         vals = resp[c]
         if c in _LIST_COLUMNS:
-            col = [list(v) if v is not None else None for v in vals]
-            out[c] = col if index is None else [col[i] for i in index]
+            col = [_int_list(v) for v in vals]
+            out[c] = col if index is None else [list(col[i]) for i in index]
         else:
             arr = np.array(vals, dtype=float) if None not in vals else \
                 np.array([np.nan if v is None else v for v in vals], dtype=float)
@@ -72,7 +90,8 @@ class OnlineFeatures:
                   ) -> pd.DataFrame:
         """User-side features for each candidate (user, user x category, user x stream, recent lists).
 
-        Rows in candidate order, with user_id, stream_id, category_id. Three small online reads
+        Rows in candidate order, with user_id, stream_id, category_id, the raw user-side GBDT columns
+        and recent_items (recent_streams is one of the former); lists are [] when missing. Three small online reads
         (the user once, each distinct category once, the user x stream pairs) instead of one
         candidates x all-user-features read: ~8 ms instead of ~33 ms for 200 candidates (Feast's
         cost is per returned value, in Python).
@@ -85,7 +104,7 @@ class OnlineFeatures:
         n = len(sids)
         data = {"user_id": np.full(n, user_id, dtype=np.int64), "stream_id": np.asarray(sids, dtype=np.int64),
                 "category_id": np.asarray(cats, dtype=np.int64)}
-        cols = [r.split(":")[1] for r in USER_FEATURE_REFS]
+        cols = USER_ROW_COLUMNS
         if n:
             uniq_cats = sorted(set(cats))
             for refs, rows, index in (
@@ -107,13 +126,15 @@ class OnlineFeatures:
         return row
 
     def stream_rows(self, stream_ids: Sequence[int]) -> pd.DataFrame:
-        """Candidate-side features (stream_stats + stream_realtime), one row per stream, in order."""
+        """Candidate-side features (stream_stats + stream_realtime), one row per stream, in order:
+        the raw GBDT columns and rt_items (a list of int, [] when missing; not expired here —
+        :func:`assemble` expires it as of the request)."""
         sids = _ids(stream_ids)
-        cols = [r.split(":")[1] for r in STREAM_FEATURE_REFS]
+        cols = [r.split(":")[1] for r in STREAM_ROW_REFS]
         if not sids:
             df = _frame({c: [] for c in cols}, cols)
         else:
-            df = _frame(self._read(STREAM_FEATURE_REFS, {"stream_id": sids}), cols)
+            df = _frame(self._read(STREAM_ROW_REFS, {"stream_id": sids}), cols)
         df.insert(0, "stream_id", np.asarray(sids, dtype=np.int64))
         return df
 
@@ -129,8 +150,10 @@ class OnlineFeatures:
 
 def assemble(user_df: pd.DataFrame, stream_df: pd.DataFrame, now: Optional[datetime] = None) -> pd.DataFrame:
     """The model's frame for the candidates of ``user_df`` (in its order): user_id, stream_id,
-    event_timestamp (= now) and :data:`FEATURE_COLUMNS`. ``stream_df`` may hold more streams (the
-    snapshot); a candidate missing from it reads as a stream without statistics."""
+    event_timestamp (= now), :data:`FEATURE_COLUMNS` and the list columns
+    :data:`~feature_repo.features.SEQUENCE_COLUMNS` (python lists of int, rt_items expired as of
+    ``now``; [] when missing). ``stream_df`` may hold more streams (the snapshot); a candidate
+    missing from it reads as a stream without statistics."""
     now = now or datetime.now(timezone.utc)
     ts = pd.Timestamp(now)
     ts = (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).as_unit("us")
@@ -138,6 +161,6 @@ def assemble(user_df: pd.DataFrame, stream_df: pd.DataFrame, now: Optional[datet
     s = s.drop(columns=[c for c in s.columns if c in user_df.columns], errors="ignore")
     frame = user_df.reset_index(drop=True).join(s, on="stream_id")
     frame["event_timestamp"] = pd.Series([ts] * len(frame), dtype="datetime64[us, UTC]")
-    out = derive_features(frame)
+    out = expire_lists(derive_features(frame))
     keep = [c for c in ("user_id", "stream_id", "event_timestamp") if c in out.columns]
-    return out[keep + FEATURE_COLUMNS]
+    return out[keep + FEATURE_COLUMNS + SEQUENCE_COLUMNS]

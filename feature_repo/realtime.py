@@ -1,4 +1,4 @@
-"""Real-time counters as of an instant, pushed to Feast's online store.
+"""Real-time counters (and the streams' rt_items) as of an instant, pushed to Feast's online store.
 
 :func:`realtime_frames` runs the very code of the offline log (:func:`statistics.compute_statistics`
 for the views ``stream_realtime`` and ``user_recent``) with the bucket grid aligned on ``at``, and
@@ -15,11 +15,13 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from .definitions import PUSH_SOURCES, PUSH_VIEWS, RT_BUCKET_S, RT_WINDOWS, TIMESTAMP_FIELD, view_columns
+from .definitions import (PUSH_SOURCES, PUSH_VIEWS, RT_BUCKET_S, RT_WINDOWS, TIMESTAMP_FIELD, VIEW_FEATURES,
+                          view_columns)
 
 log = logging.getLogger(__name__)
 
 REALTIME_LOOKBACK = timedelta(seconds=max(RT_WINDOWS.values()))   # stream events needed before `at`
+_LIST_COLUMNS = {v: {n for n, dt in VIEW_FEATURES[v] if dt == "int64_list"} for v in PUSH_VIEWS}
 PUSH_BATCH = 1000
 
 
@@ -32,7 +34,8 @@ def realtime_frames(events: pd.DataFrame, at: datetime, *, stream_ids: Optional[
                     user_ids: Optional[Iterable[int]] = None) -> dict[str, pd.DataFrame]:
     """``{"stream_realtime": ..., "user_recent": ...}``: one row per entity, stamped ``at``.
 
-    Counters cover events in ``[at - window, at)``; lists the events before ``at``.
+    Counters and rt_items cover events in ``[at - window, at)``; the user's lists the events before
+    ``at``.
     stream_ids / user_ids: the entities to emit (zeros / empty lists when they have no events).
     Give them whenever ``events`` is not the complete log of those entities (e.g. a user's history
     plus the last hour of some streams): an entity outside them would be computed from a partial log.
@@ -61,12 +64,13 @@ def realtime_frames(events: pd.DataFrame, at: datetime, *, stream_ids: Optional[
         state = state.reindex(ids)
         res = pd.DataFrame({key: np.asarray(ids, dtype=np.int64)})
         res[TIMESTAMP_FIELD] = pd.Series([stamp] * len(ids), dtype="datetime64[us, UTC]")
-        if view == "stream_realtime":
-            for c in view_columns(view)[2:]:
-                res[c] = state[c].fillna(0).to_numpy().astype(np.int64) if c != "rt_epoch" else at_epoch
-        else:
-            for c in ("recent_streams", "recent_items"):
-                res[c] = [list(v) if isinstance(v, (list, np.ndarray)) else [] for v in state[c].tolist()]
+        for c in view_columns(view)[2:]:
+            if c in _LIST_COLUMNS[view]:
+                res[c] = [[int(x) for x in v] if isinstance(v, (list, np.ndarray)) else [] for v in state[c].tolist()]
+            elif c == "rt_epoch":
+                res[c] = at_epoch
+            else:
+                res[c] = state[c].fillna(0).to_numpy().astype(np.int64)
         out[view] = res[view_columns(view)]
     return out
 

@@ -18,14 +18,18 @@ Definition (one, shared by training and serving):
 
 Views (see :mod:`feature_repo.definitions` for the columns):
   stream_stats, user_stats, user_category_stats (windows 1d/7d/30d, bucket ``bucket_s``),
-  user_stream_stats (cumulative, bucket ``bucket_s``), stream_realtime (5m/30m/1h, bucket
-  ``RT_BUCKET_S``: the offline log of the pushed counters), user_recent (last 20 distinct streams
-  / items before T, bucket ``RT_BUCKET_S``).
+  user_stream_stats (cumulative, bucket ``bucket_s``), stream_realtime (5m/30m/1h counters and
+  rt_items, the last RT_ITEMS_N distinct items of the stream's item events in the last 30 min;
+  bucket ``RT_BUCKET_S``: the offline log of the pushed rows; item events also emit rows, so
+  rt_items is exact at every row and a row exists when it empties), user_recent (last 20 distinct
+  streams / items before T, bucket ``RT_BUCKET_S``).
 """
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
+import itertools
 import json
 import logging
 import os
@@ -37,9 +41,9 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from .definitions import (BATCH_VIEWS, PUSH_VIEWS, RECENT_N, RT_BUCKET_S, RT_WINDOWS, TIMESTAMP_FIELD,
-                          VIEW_FEATURES, WINDOWS, arrow_schema, heartbeat_buckets, source_path,
-                          view_columns)
+from .definitions import (BATCH_VIEWS, PUSH_VIEWS, RECENT_N, RT_BUCKET_S, RT_ITEMS_N, RT_ITEMS_WINDOW,
+                          RT_WINDOWS, TIMESTAMP_FIELD, VIEW_FEATURES, WINDOWS, arrow_schema,
+                          heartbeat_buckets, source_path, view_columns)
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +131,8 @@ def _heartbeats(grid: _Grid, g_out: np.ndarray, every: int) -> np.ndarray:
 
 
 def _windowed(entity: np.ndarray, k: np.ndarray, n_entities: int, *, sums: dict, distinct: dict,
-              maxes: dict, windows: dict, t_end: int, heartbeat: Optional[int] = None):
+              maxes: dict, windows: dict, t_end: int, heartbeat: Optional[int] = None,
+              marks: Optional[tuple] = None):
     """Rows of windowed aggregates.
 
     entity, k: per event, the entity code and bucket index (events with k < t_end only).
@@ -136,6 +141,9 @@ def _windowed(entity: np.ndarray, k: np.ndarray, n_entities: int, *, sums: dict,
     windows: window name -> number of buckets, or None for "cumulative since the beginning".
     heartbeat: also emit a row every ``heartbeat`` buckets between changes (until the final
     all-zero row), so that a TTL of ``heartbeat`` buckets never expires a live value.
+    marks: (mask, [number of buckets]): the masked events feed no aggregate here (their caller gives
+    them zero weights and masks them out of ``distinct``) and emit rows only when they enter (k+1)
+    or leave the listed windows — for a value the caller computes at the returned rows (rt_items).
     Returns (entity codes, boundary indices t, {f"{name}_{window}" or name: values}).
     """
     if len(entity) == 0:
@@ -147,7 +155,11 @@ def _windowed(entity: np.ndarray, k: np.ndarray, n_entities: int, *, sums: dict,
     e_act, k_act = grid.split(g_act)
 
     # emission times: the bucket just ended, or a bucket left a window
-    cand = [g_act + 1] + [g_act + 1 + nw for nw in nws]
+    if marks is None:
+        cand = [g_act + 1] + [g_act + 1 + nw for nw in nws]
+    else:
+        g_full = _unique(g_ev[~np.asarray(marks[0], dtype=bool)])
+        cand = [g_act + 1] + [g_full + 1 + nw for nw in nws] + [g_act + 1 + int(nw) for nw in marks[1]]
     g_out = _unique(np.concatenate(cand))
     if heartbeat:
         g_out = _heartbeats(grid, g_out, int(heartbeat))
@@ -177,6 +189,10 @@ def _windowed(entity: np.ndarray, k: np.ndarray, n_entities: int, *, sums: dict,
         cols[n] = out
     for n, (mask, member) in distinct.items():
         mask = np.asarray(mask, dtype=bool)
+        if not mask.any():        # no member event at all (e.g. only purchases / item clicks): 0
+            for w in windows:
+                cols[f"{n}_{w}" if w else n] = np.zeros(len(e_out))
+            continue
         em, km, mm = entity[mask], k[mask], np.asarray(member)[mask].astype(np.int64)
         # distinct (entity, member, bucket), sorted by (entity, member, bucket)
         mcode = pd.factorize(mm)[0].astype(np.int64)
@@ -361,20 +377,103 @@ def _user_stream_view(ev: pd.DataFrame, *, b_us: int, origin_us: int, t_end: int
 
 def _realtime_view(ev: pd.DataFrame, *, b_us: int, origin_us: int, t_end: int) -> pd.DataFrame:
     view = "stream_realtime"
-    ev = ev[ev["stream_id"].notna() & ev["type"].isin(STREAM_ACTIONS + ("purchase",))]
+    ev = ev[ev["stream_id"].notna() & ev["type"].isin(STREAM_ACTIONS + ITEM_ACTIONS)]
+    typ = ev["type"].to_numpy()
+    is_item = np.isin(typ, ITEM_ACTIONS) & ev["item_id"].notna().to_numpy()        # rt_items' events
+    keep = is_item | (typ != "item_click")               # an item_click without an item: nothing
+    if not keep.all():
+        ev, typ, is_item = ev[keep], typ[keep], is_item[keep]
     if ev.empty:
         return empty_frame(view)
     codes, uniq = pd.factorize(ev["stream_id"].astype("int64").to_numpy())
     k = (ev["us"].to_numpy() - origin_us) // b_us
-    typ = ev["type"].to_numpy()
     nws = {w: _nb(s, b_us // _US) for w, s in RT_WINDOWS.items()}
+    # an item_click feeds no counter (it is neither a click nor an order) but emits a row when it
+    # enters or leaves the rt_items window (purchases emit at every window anyway)
+    nw_items = nws[RT_ITEMS_WINDOW]
     e, t, cols = _windowed(codes, k, len(uniq), sums={"clicks": typ == "click", "orders": typ == "purchase"},
                            distinct={"viewers": (np.isin(typ, STREAM_ACTIONS), ev["user_id"].to_numpy())},
-                           maxes={}, windows=nws, t_end=t_end)
+                           maxes={}, windows=nws, t_end=t_end, marks=(typ == "item_click", [nw_items]))
     t_us = t * b_us + origin_us
     feats = {f"{m}_{w}": cols[f"{m}_{w}"] for m in ("viewers", "clicks", "orders") for w in RT_WINDOWS}
     feats["rt_epoch"] = t_us / _US
+    items = ev["item_id"].fillna(-1).to_numpy(dtype=np.int64)
+    feats["rt_items"] = _recent_in_window(codes[is_item], k[is_item], ev["us"].to_numpy()[is_item], items[is_item],
+                                          e, t, nw_items, RT_ITEMS_N)
     return _finish(view, {"stream_id": uniq[e]}, t_us, feats)
+
+
+def _recent_in_window(entity: np.ndarray, k: np.ndarray, us: np.ndarray, obj: np.ndarray,
+                      e_out: np.ndarray, t_out: np.ndarray, nw: int, n: int) -> list:
+    """Per output row (entity ``e_out[i]``, boundary ``t_out[i]``): the distinct ``obj`` of the
+    entity's events in buckets ``[t - nw, t)``, most recent first (by last event; ties: the later
+    event in input order is the more recent), at most ``n``.
+
+    One lean loop over the events keeps each entity's move-to-front list of its last ``n`` distinct
+    objects with the bucket of their last event, saved at the end of every (entity, bucket); a row
+    looks up the latest saved list before ``t`` (``searchsorted``) and keeps the entries whose last
+    bucket is still inside the window. Buckets never increase along a list, so those entries are a
+    prefix, and the window's own list is exactly that prefix (its items are the most recent ones).
+    """
+    m = len(e_out)
+    if m == 0 or len(entity) == 0:
+        return [[] for _ in range(m)]
+    order = np.lexsort((us, entity))                 # stable: ties keep the input order
+    entity, k, obj = entity[order], k[order], obj[order]
+    last = np.r_[(entity[1:] != entity[:-1]) | (k[1:] != k[:-1]), True]
+    ents, ks, objs, lasts = entity.tolist(), k.tolist(), obj.tolist(), last.tolist()
+    states: list = []            # per (entity, bucket with events), in key order: the list
+    state_ks: list = []          # ... and the bucket of each entry's last event
+    cur = None
+    lst: list = []
+    lk: list = []
+    with _gc_paused():
+        for i in range(len(ents)):
+            if ents[i] != cur:
+                cur, lst, lk = ents[i], [], []
+            o = objs[i]
+            if o in lst:
+                p = lst.index(o)
+                del lst[p]
+                del lk[p]
+            lst.insert(0, o)
+            lk.insert(0, ks[i])
+            if len(lst) > n:
+                lst.pop()
+                lk.pop()
+            if lasts[i]:
+                states.append(lst[:])
+                state_ks.append(lk[:])
+    # the entries' buckets as a padded [state, n] array (padding: never inside a window)
+    lens = np.fromiter(map(len, state_ks), dtype=np.int64, count=len(state_ks))
+    s_k = np.full((len(states), n), np.iinfo(np.int64).min, dtype=np.int64)
+    offsets = np.cumsum(lens) - lens
+    s_k[np.repeat(np.arange(len(states)), lens), np.arange(int(lens.sum())) - np.repeat(offsets, lens)] = \
+        np.fromiter(itertools.chain.from_iterable(state_ks), dtype=np.int64, count=int(lens.sum()))
+    e_st, k_st = entity[last], k[last]
+    base = min(int(k_st.min()), int(t_out.min()) - 1)
+    span = max(int(k_st.max()), int(t_out.max())) - base + 1
+    g_st = e_st.astype(np.int64) * span + (k_st - base)                 # sorted (entity, bucket)
+    idx = np.searchsorted(g_st, e_out.astype(np.int64) * span + (t_out - 1 - base), side="right") - 1
+    ok = idx >= 0
+    ok[ok] = e_st[idx[ok]] == e_out[ok]
+    idx = np.where(ok, idx, 0)
+    size = np.where(ok, (s_k[idx] >= (t_out - nw)[:, None]).sum(axis=1), 0)
+    with _gc_paused():
+        return [states[i][:j] for i, j in zip(idx.tolist(), size.tolist())]
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause the cyclic GC while building many small acyclic lists: its collections (which walk
+    every tracked object of the process) otherwise cost more than the lists themselves."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _recent_view(ev: pd.DataFrame, *, b_us: int, origin_us: int, t_end: int) -> pd.DataFrame:

@@ -143,14 +143,21 @@ def impression_labels(events: pd.DataFrame, streams: Optional[pd.DataFrame] = No
 
 
 def training_frame(settings, labels: pd.DataFrame, *, progress: bool = False,
-                   chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
+                   chunk_rows: int = CHUNK_ROWS, lists: bool = False) -> pd.DataFrame:
     """``labels`` + :data:`feature_repo.features.FEATURE_COLUMNS`, point in time.
 
     Features come from ``get_historical_features`` (DuckDB offline store) with the impressions as the
     entity dataframe (event_timestamp = ts, microseconds UTC), then ``derive_features``. Row order
     and count of ``labels`` are preserved.
+
+    lists: also fetch :data:`feature_repo.features.SEQUENCE_REFS` in the same call and return
+    :data:`~feature_repo.features.SEQUENCE_COLUMNS` (recent_items, recent_streams, rt_items: python
+    lists of int, [] when missing) after the numeric columns, through
+    :func:`feature_repo.features.expire_lists` — the serving rule (``online.assemble``), so an
+    expired rt_items reads [] in both. Default False: the output of the GBDT training set.
     """
-    from feature_repo.features import FEATURE_COLUMNS, GBDT_FEATURE_REFS, derive_features
+    from feature_repo.features import (FEATURE_COLUMNS, GBDT_FEATURE_REFS, SEQUENCE_COLUMNS, SEQUENCE_REFS,
+                                       derive_features, expire_lists)
     from feature_repo.store import apply_definitions
 
     t0 = time.perf_counter()
@@ -165,7 +172,10 @@ def training_frame(settings, labels: pd.DataFrame, *, progress: bool = False,
         "_row": np.arange(n, dtype=np.int64),
     })
     entity["event_timestamp"] = entity["event_timestamp"].astype("datetime64[us, UTC]")
-    raw_cols = [r.split(":")[1] for r in GBDT_FEATURE_REFS]
+    refs = list(GBDT_FEATURE_REFS)
+    if lists:
+        refs += [r for r in SEQUENCE_REFS if r not in refs]
+    raw_cols = [r.split(":")[1] for r in refs]
     if n == 0:
         feats = pd.DataFrame({c: pd.Series([], dtype=float) for c in raw_cols})
     else:
@@ -174,7 +184,7 @@ def training_frame(settings, labels: pd.DataFrame, *, progress: bool = False,
         # chunks bound DuckDB's memory (the point-in-time join materialises every candidate row)
         for lo in range(0, n, chunk_rows):
             part = entity.iloc[lo:lo + chunk_rows]
-            got = store.get_historical_features(entity_df=part, features=GBDT_FEATURE_REFS).to_df()
+            got = store.get_historical_features(entity_df=part, features=refs).to_df()
             if len(got) != len(part):
                 raise AssertionError(f"get_historical_features returned {len(got)} rows for {len(part)} impressions")
             parts.append(got[["_row"] + raw_cols])
@@ -187,9 +197,14 @@ def training_frame(settings, labels: pd.DataFrame, *, progress: bool = False,
     frame = pd.concat([labels, feats], axis=1)
     frame["event_timestamp"] = ts
     out = derive_features(frame)
-    out = out[list(labels.columns) + [c for c in FEATURE_COLUMNS if c not in labels.columns]]
+    cols = list(labels.columns) + [c for c in FEATURE_COLUMNS if c not in labels.columns]
+    if lists:
+        out = expire_lists(out)
+        cols += [c for c in SEQUENCE_COLUMNS if c not in cols]
+    out = out[cols]
     assert len(out) == n
-    msg = f"training_frame: {n:,} impressions x {len(FEATURE_COLUMNS)} features in {time.perf_counter() - t0:.2f}s"
+    msg = (f"training_frame: {n:,} impressions x {len(FEATURE_COLUMNS)} features"
+           f"{' + ' + str(len(SEQUENCE_COLUMNS)) + ' lists' if lists else ''} in {time.perf_counter() - t0:.2f}s")
     log.info(msg)
     if progress:
         print(msg, flush=True)

@@ -202,10 +202,11 @@ def test_online_assembly_equals_training_features_at_the_same_instant(repo):
     """Train/serve agreement: FEATURE_COLUMNS from get_historical_features at `end` equal those
     assembled from get_online_features after materializing up to `end`."""
     settings, ev, streams, items, frames, end, info = repo
-    from feature_repo.features import FEATURE_COLUMNS
+    from feature_repo.features import FEATURE_COLUMNS, SEQUENCE_COLUMNS
     from feature_repo.online import OnlineFeatures
     from ranking.samples import training_frame
     cats = dict(zip(streams.stream_id, streams.category))
+    lists_seen = {c: 0 for c in SEQUENCE_COLUMNS}
     sids = list(range(1, 9))
     online = OnlineFeatures(settings)
     snap = online.stream_rows(sids)
@@ -221,4 +222,62 @@ def test_online_assembly_equals_training_features_at_the_same_instant(repo):
         bad = ~((a == b) | (np.isnan(a) & np.isnan(b)))
         cols = sorted({FEATURE_COLUMNS[j] for j in np.nonzero(bad)[1]})
         assert not bad.any(), f"user {user}: serving differs from training in {cols}"
-    assert served.shape == (8, 3 + len(FEATURE_COLUMNS))
+        with_lists = training_frame(settings, labels, lists=True)
+        pd.testing.assert_frame_equal(with_lists[list(trained.columns)], trained)
+        for c in SEQUENCE_COLUMNS:                      # the id lists agree too
+            assert with_lists[c].tolist() == served[c].tolist(), (user, c)
+            lists_seen[c] += sum(len(v) > 0 for v in served[c])
+    assert served.shape == (8, 3 + len(FEATURE_COLUMNS) + len(SEQUENCE_COLUMNS))
+    assert lists_seen["recent_items"] and lists_seen["recent_streams"], lists_seen
+
+
+def test_pushed_rt_items_are_read_online_by_stream_rows_the_snapshot_and_assemble(repo):
+    """A pushed rt_items list is readable online: OnlineFeatures.stream_rows (python lists, [] when
+    missing), the API's candidate snapshot rows, and assemble (kept, expired after 30 min)."""
+    settings = repo[0]
+    from api.snapshot import StreamSnapshot
+    from feature_repo.features import FEATURE_COLUMNS, SEQUENCE_COLUMNS
+    from feature_repo.online import OnlineFeatures, assemble
+    from feature_repo.realtime import push_realtime
+    from store.ingest import upsert_catalog
+    at = pd.Timestamp("2026-07-01T08:00:00Z")
+
+    def e(i, user, minutes, typ, stream, item):
+        return {"event_id": f"ri{i}", "user_id": user, "ts": at - pd.Timedelta(minutes=minutes), "type": typ,
+                "stream_id": stream, "item_id": item, "request_id": None, "position": None, "page": None,
+                "value": 10.0 if typ == "purchase" else None}
+
+    events = pd.DataFrame([e(1, 600, 40, "item_click", 87, 900),       # older than 30 min: not in rt_items
+                           e(2, 600, 20, "item_click", 87, 901),
+                           e(3, 601, 10, "purchase", 87, 902),
+                           e(4, 600, 5, "item_click", 87, 901),          # 901 again: most recent
+                           e(5, 601, 3, "item_click", None, 903)])       # no stream: user list only
+    events["ts"] = pd.to_datetime(events["ts"], utc=True).astype("datetime64[us, UTC]")
+    events["stream_id"] = events["stream_id"].astype("Int64")
+    assert push_realtime(settings, events, at.to_pydatetime(), stream_ids=[87, 88], user_ids=[600, 601]) == 4
+    online = OnlineFeatures(settings)
+    rows = online.stream_rows([87, 88, 89])                 # 89: never pushed
+    assert rows["rt_items"].tolist() == [[901, 902], [], []]
+    assert all(type(x) is int for x in rows.loc[0, "rt_items"])
+    assert rows.loc[0, "orders_30m"] == 1 and rows.loc[0, "clicks_30m"] == 0      # item clicks are not clicks
+    users = online.user_rows(601, [87, 88, 89], [1, 1, None])
+    assert users["recent_items"].tolist() == [[903, 902]] * 3 and users["recent_streams"].tolist() == [[]] * 3
+    assert online.user_row(600)["recent_items"] == [901, 900]
+
+    # the API snapshot carries the column (on-demand rows here: no live window in this catalog)
+    upsert_catalog(settings.database_url, streams=pd.DataFrame({"stream_id": [87, 88], "streamer_id": [1, 1],
+                                                                "category": [1, 2]}))
+    snap = StreamSnapshot(settings, online, clock=lambda: at.to_pydatetime())
+    frame, cats, unknown = snap.rows([88, 87])
+    assert unknown == [] and cats == [2, 1]
+    assert frame["rt_items"].tolist() == [[], [901, 902]]
+    assert snap.rows([87])[0]["rt_items"].tolist() == [[901, 902]]   # from the state now
+
+    for minutes, expected in ((0, [901, 902]), (29.99, [901, 902]), (30, []), (90, [])):
+        now = (at + pd.Timedelta(minutes=minutes)).to_pydatetime()
+        out = assemble(users, frame, now)
+        assert list(out.columns) == ["user_id", "stream_id", "event_timestamp"] + FEATURE_COLUMNS + SEQUENCE_COLUMNS
+        assert out["stream_id"].tolist() == [87, 88, 89]
+        assert out["rt_items"].tolist() == [expected, [], []], minutes
+        assert out["recent_items"].tolist() == [[903, 902]] * 3
+        assert out.loc[0, "orders_30m"] == (1 if minutes < 30 else 0)

@@ -67,15 +67,17 @@ def test_redis_online_store_materialize_push_read(tmp_path):
         assert list(got["recent_streams"][0]) == list(ur[ur.user_id == 1].iloc[-1]["recent_streams"])
 
         at = pd.Timestamp(end) + pd.Timedelta(minutes=1)
-        clicks = pd.DataFrame({"event_id": ["r1", "r2"], "user_id": [1, 2],
-                               "ts": pd.Series([at - pd.Timedelta(seconds=5)] * 2).astype("datetime64[us, UTC]"),
-                               "type": ["click", "click"], "stream_id": [4, 4], "item_id": [None, None],
-                               "request_id": [None, None], "position": [None, None], "page": [None, None],
-                               "value": [None, None]})
+        clicks = pd.DataFrame({"event_id": ["r1", "r2", "r3"], "user_id": [1, 2, 2],
+                               "ts": pd.Series([at - pd.Timedelta(seconds=5)] * 3).astype("datetime64[us, UTC]"),
+                               "type": ["click", "click", "item_click"], "stream_id": [4, 4, 4],
+                               "item_id": [None, None, 107], "request_id": [None] * 3, "position": [None] * 3,
+                               "page": [None] * 3, "value": [None] * 3})
         assert push_realtime(settings, clicks, at.to_pydatetime(), stream_ids=[4], user_ids=[1, 2]) == 3
         snap = OnlineFeatures(settings).stream_rows([4, 5])
         assert snap.loc[0, "clicks_5m"] == 2 and snap.loc[0, "viewers_5m"] == 2
+        assert snap.loc[0, "rt_items"] == [107]                          # pushed list, read back from Redis
         user = OnlineFeatures(settings).user_rows(2, [4, 5], [streams.category[3], streams.category[4]])
         assert list(user.loc[0, "recent_streams"]) == [4]
+        assert user.loc[0, "recent_items"][0] == 107
     finally:
         client.flushdb()

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from feature_repo_testdata import T0, catalog, random_events
-from feature_repo.definitions import RECENT_N, RT_WINDOWS, VIEW_FEATURES, WINDOWS, view_ttl_s
+from feature_repo.definitions import (RECENT_N, RT_ITEMS_N, RT_ITEMS_WINDOW, RT_WINDOWS, VIEW_FEATURES, WINDOWS,
+                                      view_ttl_s)
 from feature_repo.statistics import compute_statistics
 
 B = 3600
@@ -216,7 +217,6 @@ def test_end_cuts_at_a_bucket_boundary_and_rows_are_typed():
 
 
 def test_statistics_scale_300k_events():
-    rng = np.random.default_rng(0)
     n = 300_000
     ev = random_events(seed=2, n=n, n_users=3000, n_streams=300, n_items=2000, span_s=30 * 86_400)
     streams, items = catalog(n_streams=300, n_items=2000, n_categories=12)
@@ -241,3 +241,63 @@ def test_windowed_rows_are_at_most_a_ttl_apart_until_the_final_zero_row(world):
     # the windowed rows change at least once a day: no two consecutive identical rows beyond heartbeats
     ss = frames["stream_stats"]
     assert len(ss) < 40 * 24 * 4
+
+
+def _expect_rt_items(ev, sid, at):
+    """Brute force: distinct items of stream sid's item events in [at - 30 min, at), most recent
+    first (last event; ties: the later event of the log), at most RT_ITEMS_N."""
+    lo = at - pd.Timedelta(seconds=RT_WINDOWS[RT_ITEMS_WINDOW])
+    w = ev[(ev.stream_id == sid) & ev.type.isin(["item_click", "purchase"]) & ev.item_id.notna()
+           & (ev.ts >= lo) & (ev.ts < at)]
+    w = w.assign(_pos=np.arange(len(w))).sort_values(["ts", "_pos"], kind="stable")
+    out = []
+    for x in reversed(w.item_id.astype(int).tolist()):
+        if x not in out:
+            out.append(x)
+    return out[:RT_ITEMS_N]
+
+
+def _dense_item_events(seed, n=2000, span_s=3 * 3600):
+    """Many item events on few streams and items (lists often full, many ties in one second)."""
+    ev = random_events(seed=seed, n=n, n_users=4, n_streams=2, n_items=14, span_s=span_s)
+    ev["ts"] = ev["ts"].dt.floor("10s")          # equal timestamps: the log order breaks ties
+    return ev.sample(frac=1.0, random_state=seed).sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("seed", [5, 21])
+def test_rt_items_exact_at_every_emitted_row(seed):
+    ev = _dense_item_events(seed) if seed == 21 else random_events(seed=seed, n=400, n_users=4, n_streams=3,
+                                                                    span_s=6 * 3600)
+    rt = compute_statistics(ev, None, bucket_s=B, views=["stream_realtime"])["stream_realtime"]
+    assert len(rt) and any(len(v) == RT_ITEMS_N for v in rt.rt_items) == (seed == 21)
+    for sid, at, got in zip(rt.stream_id, rt.event_timestamp, rt.rt_items):
+        assert list(got) == _expect_rt_items(ev, sid, at), (sid, at)
+        assert all(isinstance(x, int) for x in got)
+    # between rows the latest row is exact (as Feast reads it, with the expiry rule of serving)
+    for at in _grid(ev, RT, n=150, seed=seed):
+        for sid in sorted(ev.stream_id.dropna().unique()):
+            row = _latest(rt, ["stream_id"], [sid], at, view_ttl_s("stream_realtime", B))
+            got = [] if row is None or (at - row["event_timestamp"]).total_seconds() >= 1800 else list(row["rt_items"])
+            assert got == _expect_rt_items(ev, sid, at), (sid, at)
+
+
+def test_rt_items_drop_off_row_and_counters_unchanged():
+    """The list empties on a row of its own when the last item event ages out; item events change
+    no counter (item_click is neither a click nor an order)."""
+    ev = random_events(seed=5, n=400, n_users=4, n_streams=3, span_s=6 * 3600)
+    end = (ev.ts.max() + pd.Timedelta(hours=2)).to_pydatetime()
+    rt = compute_statistics(ev, None, bucket_s=B, end=end, views=["stream_realtime"])["stream_realtime"]
+    for sid, g in rt.groupby("stream_id"):
+        items = ev[(ev.stream_id == sid) & ev.type.isin(["item_click", "purchase"]) & ev.item_id.notna()]
+        last = items.ts.max().floor("60s") + pd.Timedelta(seconds=60 + RT_WINDOWS[RT_ITEMS_WINDOW])
+        row = g[g.event_timestamp == last]
+        assert len(row) == 1 and row.iloc[0]["rt_items"] == [], sid
+        assert len(g[g.event_timestamp < last].iloc[-1]["rt_items"]) > 0        # the row before: not yet
+        assert g.iloc[-1]["rt_items"] == []
+    no_items = ev[~ev.type.isin(["item_click"])]
+    base = compute_statistics(no_items, None, bucket_s=B, end=end, views=["stream_realtime"])["stream_realtime"]
+    counters = [n for n, dt in VIEW_FEATURES["stream_realtime"] if dt == "int64"]
+    # every row of the log without item clicks is in the full log, with the same counters
+    merged = base.merge(rt, on=["stream_id", "event_timestamp"], suffixes=("", "_full"), how="left")
+    for c in counters:
+        assert (merged[c] == merged[f"{c}_full"]).all(), c

@@ -82,3 +82,57 @@ def test_empty_and_order_preserved():
     lab = impression_labels(ev)
     assert len(lab) == 200 and lab["ts"].is_monotonic_increasing
     assert (lab[["click", "purchase"]].to_numpy() == 0).all()
+
+
+def _write_repo(settings, ev, end=None):
+    from feature_repo.statistics import compute_statistics, write_statistics
+    streams = pd.DataFrame({"stream_id": [9], "category": [1]})
+    write_statistics(settings, compute_statistics(ev, streams, bucket_s=settings.stats_bucket_s, end=end))
+    return streams
+
+
+def test_training_frame_lists_are_point_in_time(tmp_path):
+    """lists=True: the id lists of an impression at T hold only events before T's row stamp, and
+    rt_items only the stream's item events of the last 30 min (real Feast repo, DuckDB)."""
+    from store.settings import Settings
+    from ranking.samples import training_frame
+    settings = Settings(home=tmp_path / "a").ensure_dirs()
+    ev = _events([
+        ("old", 2, m(-40), "item_click", 9, 500, None, None, None, None),   # 40 min before T
+        ("i0", 2, m(-20), "impression", 9, None, None, None, None, None),
+        ("c", 1, m(-5), "click", 9, None, None, None, None, None),
+        ("a", 2, m(-2), "item_click", 9, 501, None, None, None, None),     # 2 min before T
+        ("b", 1, m(-1.9), "purchase", 9, 502, None, None, None, 5.0),
+        ("i1", 1, m(0), "impression", 9, None, None, None, None, None),
+        ("same", 2, m(0), "item_click", 9, 504, None, None, None, None),   # at T: not before T
+        ("late", 1, m(1), "item_click", 9, 503, None, None, None, None),   # 1 min after T
+        ("i2", 1, m(1.5), "impression", 9, None, None, None, None, None),
+        ("i3", 1, m(3), "impression", 9, None, None, None, None, None),
+        ("i4", 1, m(40), "impression", 9, None, None, None, None, None),
+    ])
+    streams = _write_repo(settings, ev)
+    labels = impression_labels(ev, streams)
+    plain = training_frame(settings, labels)
+    frame = training_frame(settings, labels, lists=True)
+    assert list(frame.columns) == list(plain.columns) + ["recent_items", "recent_streams", "rt_items"]
+    pd.testing.assert_frame_equal(frame[list(plain.columns)], plain)           # lists=False: unchanged
+    pd.testing.assert_frame_equal(training_frame(settings, labels, lists=True, chunk_rows=2), frame)
+    row = frame.set_index("event_id")
+    assert row.loc["i0", "rt_items"] == [500] and row.loc["i0", "recent_items"] == [500]
+    assert row.loc["i1", "rt_items"] == [502, 501]            # 500 is 40 min old; 504/503 not yet
+    assert row.loc["i1", "recent_items"] == [502] and row.loc["i1", "recent_streams"] == [9]
+    assert row.loc["i2", "rt_items"] == [504, 502, 501]       # row stamped T+1m: 503 (at T+1m) absent
+    assert row.loc["i2", "recent_items"] == [502]
+    assert row.loc["i3", "rt_items"] == [503, 504, 502, 501] and row.loc["i3", "recent_items"] == [503, 502]
+    assert row.loc["i4", "rt_items"] == [] and row.loc["i4", "recent_items"] == [503, 502]
+    for c in ("recent_items", "recent_streams", "rt_items"):
+        assert all(isinstance(v, list) and all(type(x) is int for x in v) for v in frame[c]), c
+
+    # the serving expiry applies in training too: a row older than 30 min (the log ends at T+10m,
+    # so no drop-off row exists; Feast's 1 h TTL still returns it) reads []
+    cut = Settings(home=tmp_path / "b").ensure_dirs()
+    _write_repo(cut, ev, end=m(10).to_pydatetime())
+    late = training_frame(cut, labels, lists=True).set_index("event_id")
+    assert late.loc["i3", "rt_items"] == [503, 504, 502, 501]
+    assert late.loc["i4", "rt_items"] == [] and late.loc["i4", "recent_items"] == [503, 502]
+    assert late.loc["i4", "orders_30m"] == 0
