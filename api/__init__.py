@@ -58,6 +58,7 @@ def create_app(settings=None, **overrides) -> Flask:
         MAX_K=200,
         MODEL_CHECK_S=2.0,            # registry polled at most this often for a new active model
         SNAPSHOT_BACKGROUND=True,     # refresh thread for the candidate feature snapshot
+        SERVE_RANKER=True,            # serve the transformer ranker when a version is active (else V1)
         SNAPSHOT_INTERVAL_S=None,     # None: settings.snapshot_interval_s
         BROKER_TIMEOUT_S=2.0,
         READY_TIMEOUT_S=3.0,          # each /readyz check

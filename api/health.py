@@ -84,6 +84,8 @@ def readyz():
         extra["snapshot"] = rt._snapshot.info()
     if rt._models is not None:
         extra["model"] = rt._models.info()
+    if rt._ranker is not None:
+        extra["ranker"] = rt._ranker.info()
     failed = [name for name, c in checks.items() if not c["ok"]]
     if failed:
         return error_response(503, "not_ready", f"unreachable: {', '.join(failed)}", checks=checks, **extra)

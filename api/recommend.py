@@ -11,16 +11,18 @@ Request (JSON object; other fields are rejected)::
 
 Answer (200)::
 
-    {"request_id", "user_id", "page", "model": {"name": "gbdt", "version": "..."}
+    {"request_id", "user_id", "page", "model": {"name": "ranker" or "gbdt", "version": "..."}
                                    or {"name": "popularity", "version": null, "fallback": true, "reason": ...},
      "items": [{"stream_id", "score", "position"}, ...]}      # position 1 = top
 
 Scoring: stream-side features from the in-process snapshot (api.snapshot), the user's rows from
 Feast per request (OnlineFeatures.user_rows), joined by feature_repo.online.assemble into
-FEATURE_COLUMNS, scored by the active GBDT (api.scoring, hot-swapped). Without a model (or when
+FEATURE_COLUMNS (+ the Feast list columns), scored by the active transformer ranker
+(ranking.scorer.RankerScorer: Biasnet removed, objectives fused with the page's weights) or, when no
+ranker version is active, the active GBDT (api.scoring, both hot-swapped). Without a model (or when
 the user's features cannot be read) the list is ordered by popularity (7-day clicks) and the answer
 says so. The ``Server-Timing`` header gives the phases in ms (parse, candidates, registry, user,
-score, log). Every returned item is logged as an ``impression`` event (event_id
+score, log; with the ranker also its sub-phases inputs, model and transformer). Every returned item is logged as an ``impression`` event (event_id
 ``imp-<request_id>-<position>``) and committed before the answer.
 """
 from __future__ import annotations
@@ -76,7 +78,8 @@ def parse_request(body: dict) -> dict:
     return {"user_id": user_id, "candidates": candidates, "k": k, "page": page}
 
 
-def _score(rt, model, user_id: int, cands: list, stream_df, categories, now, timer) -> tuple[np.ndarray, str | None]:
+def _score(rt, model, user_id: int, cands: list, stream_df, categories, now, timer, page: str
+           ) -> tuple[np.ndarray, str | None]:
     """Model scores, or (None, reason) when the model path cannot run."""
     from feature_repo.online import assemble
     try:
@@ -89,7 +92,10 @@ def _score(rt, model, user_id: int, cands: list, stream_df, categories, now, tim
         timer.lap("user")
     try:
         frame = assemble(user_df, stream_df, now)
-        return model.predict(frame), None
+        scores = model.predict(frame, page=page)
+        for name, ms in (getattr(model.model, "last_timing", None) or {}).items():
+            timer.add(name.removesuffix("_ms"), ms)        # the ranker's inputs / model / transformer
+        return scores, None
     except Exception as exc:
         log.exception("model %s %s failed to score", model.name, model.version)
         return None, f"model {model.name} {model.version} failed to score ({type(exc).__name__})"
@@ -120,6 +126,10 @@ class _Timer:
         now = time.perf_counter()
         self.phases.append((name, (now - self.t) * 1000))
         self.t = now
+
+    def add(self, name: str, ms: float) -> None:
+        """A sub-phase measured elsewhere (not a lap: the clock is not moved)."""
+        self.phases.append((name, ms))
 
     def header(self) -> str:
         return ", ".join(f"{n};dur={d:.2f}" for n, d in self.phases)
@@ -166,7 +176,10 @@ def recommend():
                           f"(not in the catalog)", code="unknown_streams", unknown_stream_ids=unknown[:1000])
     timer.lap("candidates")
 
-    model, reason = rt.models.get()
+    # the transformer ranker when a version is active, else V1 (GBDT), else popularity
+    model, reason = rt.ranker.get() if current_app.config.get("SERVE_RANKER", True) else (None, None)
+    if model is None:
+        model, reason = rt.models.get()
     timer.lap("registry")
     answer = {"request_id": request_id, "user_id": user_id, "page": page}
     if not cands:
@@ -178,7 +191,14 @@ def recommend():
 
     scores = None
     if model is not None:
-        scores, reason = _score(rt, model, user_id, cands, stream_df, categories, now, timer)
+        scores, reason = _score(rt, model, user_id, cands, stream_df, categories, now, timer, page)
+        if scores is None and model.name == "ranker":          # the ranker failed: V1 before popularity
+            fallback, _ = rt.models.get()
+            if fallback is not None:
+                scores, why = _score(rt, fallback, user_id, cands, stream_df, categories, now, timer, page)
+                if scores is not None:
+                    model = fallback
+                    reason = None
     if scores is None:
         scores = popularity(stream_df)
         answer["model"] = {"name": "popularity", "version": None, "fallback": True, "reason": reason}

@@ -7,7 +7,9 @@ Feast / LightGBM are imported only by the first request that needs them).
 - ``online``   feature_repo.online.OnlineFeatures (Feast FeatureStore, imported on first read)
 - ``snapshot`` api.snapshot.StreamSnapshot, its refresh thread started on first use (it reads
                through a FeatureStore of its own: :func:`private_store`)
-- ``models``   api.scoring.ModelHolder for the ``gbdt`` model
+- ``models``   api.scoring.ModelHolder for the ``gbdt`` model (V1)
+- ``ranker``   api.scoring.ModelHolder for the ``ranker`` (the transformer ranker; served when a
+               version is active, the GBDT otherwise)
 - ``celery``   a Celery app from workers.celery_app.make_celery (send_task only)
 SQL engines are the process-wide ones of store.db.get_engine (pooled; sessions are per call).
 """
@@ -33,6 +35,7 @@ class Runtime:
         self._online = None
         self._snapshot = None
         self._models = None
+        self._ranker = None
         self._celery = None
         self.closed = False
         # Feast's SQLite online store shares ONE sqlite3 connection between threads: serialise its
@@ -77,6 +80,16 @@ class Runtime:
                     self._models = ModelHolder(self.settings, "gbdt",
                                                check_s=self.config.get("MODEL_CHECK_S", 2.0))
         return self._models
+
+    @property
+    def ranker(self):
+        if self._ranker is None:
+            with self._lock:
+                if self._ranker is None:
+                    from .scoring import ModelHolder, load_ranker
+                    self._ranker = ModelHolder(self.settings, "ranker", loader=load_ranker,
+                                               check_s=self.config.get("MODEL_CHECK_S", 2.0))
+        return self._ranker
 
     @property
     def celery(self):

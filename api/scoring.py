@@ -1,6 +1,7 @@
 """Model loading, hot swap and the popularity fallback.
 
-:class:`ModelHolder` keeps a reference to the loaded active model of one name (``gbdt``). At most
+:class:`ModelHolder` keeps a reference to the loaded active model of one name (``ranker``: the
+transformer ranker's serving form :class:`ranking.scorer.RankerScorer`; or ``gbdt``: V1). At most
 every ``check_s`` seconds one request (whichever comes first; the others keep scoring with the
 current reference, never waiting) asks the registry which version is active; when it changed, the
 new artifact is loaded and checked BEFORE the reference is swapped in one assignment — requests in
@@ -8,7 +9,8 @@ flight finish on the model they started with, none is dropped. An artifact that 
 remembered (not retried every check) and the previous model keeps serving; with none, the API
 answers with popularity and says why.
 
-LightGBM is imported by ``ranking.gbdt`` inside its load/predict, never at import here.
+LightGBM is imported by ``ranking.gbdt`` inside its load/predict and torch by :func:`load_ranker`,
+never at import here.
 """
 from __future__ import annotations
 
@@ -37,14 +39,27 @@ class LoadedModel:
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version}
 
-    def predict(self, frame) -> np.ndarray:
+    def predict(self, frame, page: Optional[str] = None) -> np.ndarray:
         # one thread per call: LightGBM's OpenMP team costs more than it saves on ~200 rows, and
         # request threads must not each spawn a team (GBDTModel.predict docstring)
-        scores = self.model.predict(frame, num_threads=1)
+        if page is not None and self.name == "ranker":
+            scores = self.model.predict(frame, num_threads=1, page=page)
+        else:
+            scores = self.model.predict(frame, num_threads=1)
         scores = np.asarray(scores, dtype=float).reshape(-1)
         if len(scores) != len(frame):
             raise ValueError(f"model returned {len(scores)} scores for {len(frame)} rows")
         return scores
+
+
+def load_ranker(path: str):
+    """The serving form of a ranker version (Biasnet removed; torch imported here, not at start-up)."""
+    import torch
+    from ranking.scorer import RankerScorer
+    # request threads score ~200 rows each: one intra-op thread per call is faster than a team
+    # fighting over 2 cores, and keeps concurrent requests from oversubscribing
+    torch.set_num_threads(1)
+    return RankerScorer.load(path)
 
 
 def load_gbdt(path: str):

@@ -47,6 +47,15 @@ class SnapshotState:
         return time.monotonic() - self.read_at
 
 
+def _shareable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Build the index's lookup table now, in the refreshing thread: pandas builds it lazily on the
+    first ``reindex``/``loc``, and request threads racing to build it at once have raised "cannot
+    reindex on an axis with duplicate labels" on a unique index (seen with 4 threads)."""
+    if len(frame):
+        frame.reindex(frame.index[:1])
+    return frame
+
+
 def stream_categories(database_url: str, stream_ids: Sequence[int]) -> dict:
     """{stream_id: category} for the ids present in the catalog (absent ids are unknown streams)."""
     from sqlalchemy import select
@@ -162,7 +171,7 @@ class StreamSnapshot:
         ids = [i for i in ids if i in cats]                    # a stream deleted from the catalog
         with self._feast_lock:
             frame = self.online.stream_rows(ids)
-        frame = frame.set_index("stream_id")
+        frame = _shareable(frame.set_index("stream_id"))
         st = SnapshotState(frame=frame, categories=cats, live_ids=live, as_of=as_of, read_at=t0,
                            read_s=time.monotonic() - t0, extra=extra)
         self._state = st
@@ -212,7 +221,7 @@ class StreamSnapshot:
             st = self._state if self._state is not None else self._refresh_locked()
             new = [i for i in known if i not in st.categories]
             if new:
-                frame = pd.concat([st.frame, rows.loc[new]]) if len(st.frame) else rows.loc[new]
+                frame = _shareable(pd.concat([st.frame, rows.loc[new]]) if len(st.frame) else rows.loc[new])
                 st = SnapshotState(frame=frame, categories={**st.categories, **{i: cats[i] for i in new}},
                                    live_ids=st.live_ids, as_of=st.as_of, read_at=st.read_at, read_s=st.read_s,
                                    extra=st.extra.union(new))

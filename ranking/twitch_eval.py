@@ -17,6 +17,11 @@ Models:
   popularity  total views of the candidate in the train file;
   repeat      times u watched the candidate before t (train + earlier test slots) + 1e-6·popularity;
   recent_viewers, repeat_then_recent   the reference's other heuristics (on request);
+  ranker      the transformer ranker (ranking.model.ranker) in its Twitch form: one task (watch), no
+              Biasnet (no positions), inputs = the same Feast statistics + GBDT leaves of the
+              lightgbm model above + Metapath2vec vectors trained on the TRAIN file's graph only +
+              the user's recent streams (Feast ``user_recent``) for target attention; early stopping
+              on the same last part of the train period.
   lightgbm    the product's feature path: both files mapped by :mod:`store.sources.twitch` (watch
               events at ``base + slot·10 min``), statistics by
               :func:`feature_repo.statistics.compute_statistics` with a 600 s bucket (one slot) written
@@ -49,7 +54,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ["user_id", "streamer_id", "slot", "community"]
 HEURISTICS = ("popularity", "repeat", "recent_viewers", "repeat_then_recent")
-LEARNED = ("lightgbm",)
+LEARNED = ("lightgbm", "ranker")
 SLOT_S = 600                      # one Twitch slot = 10 minutes
 RECENT_SLOTS = 6                  # recent_viewers: views of the candidate in slots t-6 .. t-1
 MAX_TRAIN_ROWS = 300_000          # candidate rows of train-file queries fed to LightGBM (subsampled)
@@ -152,7 +157,8 @@ def heuristic_scores(train: pd.DataFrame, test: pd.DataFrame, cand: pd.DataFrame
 
 
 # ----------------------------------------------------------------------------- lightgbm on Feast features
-def _feature_frame(settings, rows: pd.DataFrame, categories: pd.Series, base_us: int) -> pd.DataFrame:
+def _feature_frame(settings, rows: pd.DataFrame, categories: pd.Series, base_us: int, lists: bool = False
+                   ) -> pd.DataFrame:
     from .samples import training_frame
     us = base_us + rows["slot"].to_numpy(dtype=np.int64) * SLOT_S * 1_000_000
     ts = pd.Series(pd.to_datetime(us, unit="us", utc=True)).astype("datetime64[us, UTC]")
@@ -169,63 +175,117 @@ def _feature_frame(settings, rows: pd.DataFrame, categories: pd.Series, base_us:
         "purchase": 0,
         "stay_s": 0.0,
     })
-    return training_frame(settings, labels)
+    return training_frame(settings, labels, lists=True) if lists else training_frame(settings, labels)
+
+
+class TwitchFrames:
+    """What the learned models share: statistics in a temporary Feast repo, the train-file candidate
+    rows (subsampled by (user, slot) group) split by time into ``fit`` / ``stop`` (early stopping),
+    and the test candidates, each with point-in-time Feast features (+ the list columns when
+    ``lists``). Built once per evaluation; nothing of the test file's labels enters a train row."""
+
+    def __init__(self, train: pd.DataFrame, test: pd.DataFrame, test_cand: pd.DataFrame, *, work_dir: Path,
+                 seed: int = 0, max_train_rows: int = MAX_TRAIN_ROWS, lists: bool = False):
+        from feature_repo.statistics import compute_statistics, write_statistics
+        from feature_repo.store import apply_definitions
+        from store.settings import Settings
+        from store.sources.twitch import BASE_TIME, load_twitch
+
+        from .gbdt import time_split
+
+        t0 = time.perf_counter()
+        self.settings = settings = Settings(home=Path(work_dir), stats_bucket_s=SLOT_S).ensure_dirs()
+        data = load_twitch(pd.concat([train, test], ignore_index=True), base_time=BASE_TIME,
+                           slot_minutes=SLOT_S // 60)
+        self.data = data
+        self.categories = categories = pd.Series(data.streams["category"].to_numpy(),
+                                                 index=data.streams["stream_id"].to_numpy())
+        frames = compute_statistics(data.events, data.streams, bucket_s=SLOT_S)
+        rows_written = write_statistics(settings, frames)
+        apply_definitions(settings)
+        t1 = time.perf_counter()
+        log.info("twitch: %d events -> statistics %s in %.1fs", len(data.events), rows_written, t1 - t0)
+        self.base_us = base_us = int(pd.Timestamp(BASE_TIME).value // 1000)
+        self.test_start = pd.Timestamp(base_us * 1000, tz="UTC") + pd.Timedelta(
+            seconds=int(test["slot"].min()) * SLOT_S) if len(test) else None
+        tq = Queries(train)
+        groups = tq.cand["group"].to_numpy()
+        n_groups = int(groups.max()) + 1 if len(groups) else 0
+        keep = np.ones(len(tq.cand), dtype=bool)
+        if len(tq.cand) > max_train_rows and n_groups:
+            rng = np.random.default_rng(seed)
+            take = int(n_groups * max_train_rows / len(tq.cand))
+            chosen = np.zeros(n_groups, dtype=bool)
+            chosen[rng.choice(n_groups, size=take, replace=False)] = True
+            keep = chosen[groups]
+        train_rows = tq.cand[keep].reset_index(drop=True)
+        self.train = _feature_frame(settings, train_rows, categories, base_us, lists=lists)
+        self.fit, self.stop = time_split(self.train, EARLY_STOP_FRAC)
+        t2 = time.perf_counter()
+        log.info("twitch: %d train candidate rows ((user, slot) groups: %d of %d) with features in %.1fs",
+                 len(self.train), len(np.unique(groups[keep])), n_groups, t2 - t1)
+        self.test = _feature_frame(settings, test_cand, categories, base_us, lists=lists)
+        self.seconds = {"statistics": t1 - t0, "train_features": t2 - t1,
+                        "test_features": time.perf_counter() - t2}
+
+    def train_events(self) -> pd.DataFrame:
+        """The events of the train file only (before the first test slot)."""
+        ev = self.data.events
+        if self.test_start is None:
+            return ev
+        return ev[pd.to_datetime(ev["ts"], utc=True) < self.test_start]
+
+
+def lightgbm_model(frames: TwitchFrames, *, seed: int = 0, params: Optional[dict] = None):
+    from feature_repo.features import FEATURE_COLUMNS
+
+    from .gbdt import train_gbdt
+    p = {**TWITCH_GBDT_PARAMS, "seed": seed, **(params or {})}
+    t0 = time.perf_counter()
+    model = train_gbdt(frames.fit, frames.stop, list(FEATURE_COLUMNS), label="click", params=p, num_boost_round=500,
+                       early_stopping=30)
+    log.info("twitch lightgbm: %d trees (fit %d rows, early stop on %d rows) in %.1fs", model.num_trees,
+             len(frames.fit), len(frames.stop), time.perf_counter() - t0)
+    return model
 
 
 def lightgbm_scores(train: pd.DataFrame, test: pd.DataFrame, test_cand: pd.DataFrame, *, work_dir: Path,
                     seed: int = 0, max_train_rows: int = MAX_TRAIN_ROWS, params: Optional[dict] = None) -> dict:
     """Fit LightGBM on train-file queries with point-in-time Feast features; score the test candidates."""
+    frames = TwitchFrames(train, test, test_cand, work_dir=work_dir, seed=seed, max_train_rows=max_train_rows)
+    model = lightgbm_model(frames, seed=seed, params=params)
+    return {"scores": model.predict(frames.test), "model": model, "seconds": frames.seconds}
+
+
+def train_embeddings(frames: TwitchFrames, *, seed: int = 0):
+    """Metapath2vec on the train file's user–stream graph only (the test period's links stay unseen)."""
+    from graph.build import build_graph
+    from graph.metapath2vec import M2VConfig, train_metapath2vec
+    graph = build_graph(frames.train_events(), frames.data.catalog())
+    return train_metapath2vec(graph, M2VConfig(seed=seed))
+
+
+# the ranker's Twitch form: one task (watch = click), no positions (Biasnet off), no products
+TWITCH_RANKER = {"tasks": ("ctr",), "use_biasnet": False}
+
+
+def ranker_model(frames: TwitchFrames, *, seed: int = 0, gbdt=None, embeddings=None, overrides: Optional[dict] = None,
+                 train_config=None, progress: bool = False):
+    """The transformer ranker fit on ``frames.fit`` (early stopping on ``frames.stop``)."""
     from feature_repo.features import FEATURE_COLUMNS
-    from feature_repo.statistics import compute_statistics, write_statistics
-    from feature_repo.store import apply_definitions
-    from store.settings import Settings
-    from store.sources.twitch import BASE_TIME, load_twitch
 
-    from .gbdt import time_split, train_gbdt
+    from .train import TrainConfig, train_on_frames
+    cfg = train_config or TrainConfig(seed=seed, threads=2)
+    model, inputs, history = train_on_frames(
+        frames.fit, frames.stop, list(FEATURE_COLUMNS), catalog=frames.data.catalog(), embeddings=embeddings,
+        gbdt=gbdt, ranker_overrides={**TWITCH_RANKER, **(overrides or {})}, train_config=cfg,
+        extra_frames=[frames.test], progress=progress)
+    return model, inputs, history
 
-    t0 = time.perf_counter()
-    settings = Settings(home=Path(work_dir), stats_bucket_s=SLOT_S).ensure_dirs()
-    data = load_twitch(pd.concat([train, test], ignore_index=True), base_time=BASE_TIME,
-                       slot_minutes=SLOT_S // 60)
-    categories = pd.Series(data.streams["category"].to_numpy(), index=data.streams["stream_id"].to_numpy())
-    frames = compute_statistics(data.events, data.streams, bucket_s=SLOT_S)
-    rows_written = write_statistics(settings, frames)
-    apply_definitions(settings)
-    t1 = time.perf_counter()
-    log.info("twitch lightgbm: %d events -> statistics %s in %.1fs", len(data.events), rows_written, t1 - t0)
 
-    base_us = int(pd.Timestamp(BASE_TIME).value // 1000)
-    tq = Queries(train)
-    groups = tq.cand["group"].to_numpy()
-    n_groups = int(groups.max()) + 1 if len(groups) else 0
-    keep = np.ones(len(tq.cand), dtype=bool)
-    if len(tq.cand) > max_train_rows and n_groups:
-        rng = np.random.default_rng(seed)
-        take = int(n_groups * max_train_rows / len(tq.cand))
-        chosen = np.zeros(n_groups, dtype=bool)
-        chosen[rng.choice(n_groups, size=take, replace=False)] = True
-        keep = chosen[groups]
-    train_rows = tq.cand[keep].reset_index(drop=True)
-    ftrain = _feature_frame(settings, train_rows, categories, base_us)
-    t2 = time.perf_counter()
-    log.info("twitch lightgbm: %d train candidate rows ((user, slot) groups: %d of %d) with features in %.1fs",
-             len(ftrain), len(np.unique(groups[keep])), n_groups, t2 - t1)
-
-    fit, stop = time_split(ftrain, EARLY_STOP_FRAC)
-    p = {**TWITCH_GBDT_PARAMS, "seed": seed, **(params or {})}
-    model = train_gbdt(fit, stop, list(FEATURE_COLUMNS), label="click", params=p, num_boost_round=500,
-                       early_stopping=30)
-    t3 = time.perf_counter()
-    log.info("twitch lightgbm: %d trees (fit %d rows, early stop on %d rows from %s) in %.1fs", model.num_trees,
-             len(fit), len(stop), stop["ts"].min() if len(stop) else None, t3 - t2)
-
-    ftest = _feature_frame(settings, test_cand, categories, base_us)
-    scores = model.predict(ftest)
-    t4 = time.perf_counter()
-    log.info("twitch lightgbm: scored %d test candidate rows in %.1fs; top features %s", len(ftest), t4 - t3,
-             list(model.feature_importance())[:8])
-    return {"scores": scores, "model": model,
-            "seconds": {"statistics": t1 - t0, "train_features": t2 - t1, "train": t3 - t2, "test": t4 - t3}}
+def ranker_scores(model, inputs, frame: pd.DataFrame) -> np.ndarray:
+    from .evaluate import outputs
+    return outputs(model, inputs, frame)["ctr_logit"]
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -233,6 +293,31 @@ def _row(name: str, qm: dict, g: float) -> dict:
     r = lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else round(float(v), 4)  # noqa: E731
     return {"model": name, "auc": r(qm["auc"]), "gauc": r(g), "hr@1": r(qm["hr@1"]), "hr@10": r(qm["hr@10"]),
             "mrr": r(qm["mrr"]), "n": int(qm["n"])}
+
+
+def protocol_noise(test: pd.DataFrame, tq: Queries, seed: int = 0) -> np.ndarray:
+    """The reference's tie-break noise for every candidate row of ``tq``."""
+    by_slot = reference_noise(test, tq.live, seed=seed)
+    cand = tq.cand
+    return np.array([by_slot[int(t)][int(c)] for t, c in zip(cand["slot"].to_numpy(), cand["cpos"].to_numpy())],
+                    dtype=float)
+
+
+def protocol_rows(tq: Queries, scores: dict, models: Sequence[str], *, noise: np.ndarray,
+                  print_rows: bool = False) -> list[dict]:
+    """Metrics rows (auc, gauc, hr@1, hr@10, mrr, n) of candidate-row scores on the test queries."""
+    cand, qrows = tq.cand, tq.expand()
+    rows = []
+    q_ids, q_row, q_lab = (qrows[c].to_numpy() for c in ("query", "row", "label"))
+    for name in models:
+        sc = np.asarray(scores[name], dtype=float) + noise
+        qm = query_metrics(q_ids, q_lab, sc[q_row], ks=(1, 10))
+        g = _gauc(cand["label"].to_numpy(), sc, cand["user_id"].to_numpy()) if len(cand) else float("nan")
+        row = _row(name, qm, g)
+        rows.append(row)
+        if print_rows:
+            print(json.dumps(row), flush=True)
+    return rows
 
 
 def evaluate_twitch(train_path, test_path, *, models: Sequence[str] = ("popularity", "repeat", "lightgbm"),
@@ -246,10 +331,7 @@ def evaluate_twitch(train_path, test_path, *, models: Sequence[str] = ("populari
     train, test = read_split(train_path), read_split(test_path)
     tq = Queries(test)
     cand = tq.cand
-    qrows = tq.expand()
-    noise_by_slot = reference_noise(test, tq.live, seed=0 if seed is None else seed)
-    noise = np.array([noise_by_slot[int(t)][int(c)] for t, c in zip(cand["slot"].to_numpy(), cand["cpos"].to_numpy())],
-                     dtype=float)
+    noise = protocol_noise(test, tq, seed=0 if seed is None else seed)
     log.info("twitch evaluate: %d train rows, %d test rows -> %d queries, %d candidate rows (%.1fs)", len(train),
              len(test), len(tq.queries), len(cand), time.perf_counter() - t0)
 
@@ -257,27 +339,25 @@ def evaluate_twitch(train_path, test_path, *, models: Sequence[str] = ("populari
     if any(m in HEURISTICS for m in models):
         scores.update(heuristic_scores(train, test, cand))
     tmp = None
-    if "lightgbm" in models:
+    learned = [m for m in models if m in LEARNED]
+    if learned:
         if work_dir is None:
             tmp = Path(tempfile.mkdtemp(prefix="streamrank-twitch-"))
         try:
-            out = lightgbm_scores(train, test, cand, work_dir=Path(work_dir) if work_dir else tmp, seed=seed,
-                                  max_train_rows=max_train_rows)
-            scores["lightgbm"] = out["scores"]
+            frames = TwitchFrames(train, test, cand, work_dir=Path(work_dir) if work_dir else tmp, seed=seed,
+                                  max_train_rows=max_train_rows, lists="ranker" in learned)
+            gbdt = lightgbm_model(frames, seed=seed)
+            if "lightgbm" in models:
+                scores["lightgbm"] = gbdt.predict(frames.test)
+            if "ranker" in models:
+                emb = train_embeddings(frames, seed=seed)
+                model, inputs, _ = ranker_model(frames, seed=seed, gbdt=gbdt, embeddings=emb)
+                scores["ranker"] = ranker_scores(model, inputs, frames.test)
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    rows = []
-    q_ids, q_row, q_lab = (qrows[c].to_numpy() for c in ("query", "row", "label"))
-    for name in models:
-        sc = scores[name] + noise
-        qm = query_metrics(q_ids, q_lab, sc[q_row], ks=(1, 10))
-        g = _gauc(cand["label"].to_numpy(), sc, cand["user_id"].to_numpy()) if len(cand) else float("nan")
-        row = _row(name, qm, g)
-        rows.append(row)
-        if print_rows:
-            print(json.dumps(row), flush=True)
+    rows = protocol_rows(tq, scores, models, noise=noise, print_rows=print_rows)
     log.info("twitch evaluate: %d model(s) in %.1fs", len(models), time.perf_counter() - t0)
     return rows
 

@@ -100,6 +100,9 @@ def run_pipeline(settings, *, end: str | None = None, timeout: float = 3600.0) -
                          "train_graph_embeddings", timeout)
     print("pipeline: LightGBM ranker (V1)", flush=True)
     out["gbdt"] = _wait(celery.send_task(TASK_NAMES["train_gbdt"], kwargs={"end": end}), "train_gbdt", timeout)
+    print("pipeline: transformer ranker (GBDT leaves + Metapath2vec + sequences, MMoE, Biasnet)", flush=True)
+    out["ranker"] = _wait(celery.send_task(TASK_NAMES["train_ranker"], kwargs={"end": end}), "train_ranker",
+                          timeout)
     return out
 
 
@@ -165,7 +168,7 @@ def cmd_evaluate(args) -> int:
         if not Path(p).exists():
             raise SystemExit(f"{p}: no such file")
     from ranking.twitch_eval import evaluate_twitch
-    models = tuple(args.models.split(",")) if args.models else ("popularity", "repeat", "lightgbm")
+    models = tuple(args.models.split(",")) if args.models else ("popularity", "repeat", "lightgbm", "ranker")
     try:
         rows = evaluate_twitch(train, test, models=models)
     finally:
@@ -247,6 +250,16 @@ def cmd_run(args) -> int:
         for key in ("auc", "gauc", "logloss", "popularity_auc", "oracle_auc", "n"):
             if key in metrics:
                 print(f"  {key:>15}: {metrics[key]}")
+        ranker = out.get("ranker") or {}
+        rm = ranker.get("metrics", {})
+        print("\n=== transformer ranker (MMoE: click, conversion, stay; Biasnet in training only) ===")
+        for key in ("auc", "gauc", "logloss", "cvr_auc_clicked", "cvr_auc_all", "stay_rmse", "oracle_auc",
+                    "ndcg@10_true", "position_curve_max_err", "n"):
+            if key in rm:
+                print(f"  {key:>22}: {rm[key]}")
+        if ranker.get("report"):
+            print(f"  report: {ranker['report']}")
+        print(f"  serving: {ranker.get('name')} {ranker.get('version')} ({ranker.get('status')})")
         api = subprocess.Popen(serve_argv(settings, args.api_workers, 4), env=env, start_new_session=True)
         procs.append(api)
         _wait_http(settings.port, api)
@@ -336,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test")
     s.add_argument("--path", help="one file to split by slot instead of --train/--test")
     s.add_argument("--split-slot", type=int)
-    s.add_argument("--models", help="comma-separated subset (popularity,repeat,lightgbm)")
+    s.add_argument("--models", help="comma-separated subset (popularity,repeat,recent_viewers,lightgbm,ranker)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("evaluate-graph", help="held-out link prediction of the graph embeddings (JSON rows)")

@@ -21,6 +21,7 @@ TASK_NAMES = {
     "push_realtime": "streamrank.push_realtime",
     "train_gbdt": "streamrank.train_gbdt",
     "train_graph_embeddings": "streamrank.train_graph_embeddings",
+    "train_ranker": "streamrank.train_ranker",
 }
 
 BEAT_SCHEDULE = {
@@ -30,6 +31,8 @@ BEAT_SCHEDULE = {
     "graph-embeddings-daily": {"task": TASK_NAMES["train_graph_embeddings"], "schedule": crontab(hour=2, minute=0)},
     # V1 ranker retrained daily at 03:00 UTC on the latest statistics
     "gbdt-daily": {"task": TASK_NAMES["train_gbdt"], "schedule": crontab(hour=3, minute=0)},
+    # the transformer ranker daily at 04:00 UTC (after the embeddings and V1, whose outputs it reads)
+    "ranker-daily": {"task": TASK_NAMES["train_ranker"], "schedule": crontab(hour=4, minute=0)},
 }
 
 TASK_ROUTES = {
@@ -37,6 +40,7 @@ TASK_ROUTES = {
     TASK_NAMES["compute_statistics"]: {"queue": "default"},
     TASK_NAMES["train_gbdt"]: {"queue": "training"},
     TASK_NAMES["train_graph_embeddings"]: {"queue": "training"},
+    TASK_NAMES["train_ranker"]: {"queue": "training"},
 }
 
 LONGEST_JOB_S = 6 * 3600      # Redis visibility timeout must exceed the longest job (celery#5935)

@@ -88,3 +88,15 @@ def train_graph_embeddings(self, end: Optional[str] = None) -> dict:
 
     settings = _settings()
     return train_and_register_embeddings(settings, end=_parse_time(end))
+
+
+@app.task(name=TASK_NAMES["train_ranker"], bind=True)
+def train_ranker(self, end: Optional[str] = None) -> dict:
+    """The transformer ranker (GBDT leaves of the active V1, Metapath2vec vectors of the active
+    version); one registered version per data version, promoted only if not worse than the active."""
+    from ranking.train import train_and_register_ranker
+
+    settings = _settings()
+    row = train_and_register_ranker(settings, end=_parse_time(end))
+    return {k: v for k, v in row.items() if k in ("name", "version", "status", "artifact_path", "data_version",
+                                                  "metrics", "skipped", "report")}
