@@ -81,7 +81,7 @@ def build_world(settings, args) -> dict:
     return {"live": len(live_stream_ids(settings.database_url, datetime.now(timezone.utc)))}
 
 
-def run_pipeline(settings, with_model: bool) -> None:
+def run_pipeline(settings, with_model: bool, ranker_epochs: int = 2) -> None:
     from feature_repo.statistics import run_statistics
     from feature_repo.store import apply_definitions
     t0 = time.perf_counter()
@@ -98,6 +98,16 @@ def run_pipeline(settings, with_model: bool) -> None:
     t0 = time.perf_counter()
     row_ = train_and_register(settings, progress=True)
     print(f"  gbdt {row_['version']} ({row_['status']}) in {time.perf_counter() - t0:.1f}s")
+    if ranker_epochs <= 0:
+        return
+    # the transformer ranker (latency does not depend on how long it trained: a short fit is enough)
+    from graph.artifacts import train_and_register_embeddings
+    from ranking.train import TrainConfig, train_and_register_ranker
+    t0 = time.perf_counter()
+    train_and_register_embeddings(settings, progress=True)
+    row_ = train_and_register_ranker(settings, train_config=TrainConfig(epochs=ranker_epochs, threads=2),
+                                     progress=True)
+    print(f"  ranker {row_['version']} ({row_['status']}) in {time.perf_counter() - t0:.1f}s")
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -200,6 +210,8 @@ def main(argv=None) -> int:
     ap.add_argument("--requests-per-day", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--no-model", action="store_true", help="skip GBDT training (popularity answers)")
+    ap.add_argument("--ranker-epochs", type=int, default=2,
+                    help="epochs of the transformer ranker trained for the bench (0: GBDT only)")
     ap.add_argument("--server", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure over HTTP against a threaded werkzeug server (default on)")
     ap.add_argument("--gunicorn", action="store_true", help="also measure over HTTP against gunicorn")
@@ -226,7 +238,7 @@ def main(argv=None) -> int:
     if len(live) < args.candidates:
         raise SystemExit(f"only {len(live)} streams live now in {home}; need {args.candidates} (rebuild without --home)")
     if fresh or not (Path(settings.feast_repo) / "registry.db").exists():
-        run_pipeline(settings, with_model=not args.no_model)
+        run_pipeline(settings, with_model=not args.no_model, ranker_epochs=args.ranker_epochs)
     else:
         from feature_repo.statistics import run_statistics
         run_statistics(settings, progress=True)      # refresh to now (the world's live set moved on)
@@ -249,7 +261,16 @@ def main(argv=None) -> int:
 
     results = {}
     lat, phases = bench_test_client(app, users, cands, args.requests, args.k, headers)
+    served = first["model"]["name"]
     results["api /v1/recommend (test client)"] = summary(lat)
+    gbdt_phases = None
+    if served == "ranker":              # the same requests with V1 (GBDT) only: the ranker's cost
+        app_v1 = create_app(settings)
+        app_v1.config["SERVE_RANKER"] = False
+        bench_test_client(app_v1, users, cands, max(args.warmup, 1), args.k, headers)
+        lat_v1, gbdt_phases = bench_test_client(app_v1, users, cands, args.requests, args.k, headers)
+        results["api /v1/recommend, V1 gbdt (test client)"] = summary(lat_v1)
+        close_app(app_v1)
     if args.server:
         server, port = serve_werkzeug(app)
         bench_http(port, users, cands, min(args.warmup, 10), args.k, headers)
@@ -277,10 +298,20 @@ def main(argv=None) -> int:
     print(f"{'':<34} {'n':>5} {'p50':>9} {'p90':>9} {'p99':>9} {'mean':>9}")
     for name, s in results.items():
         print(row(name, s))
-    print("\nphases of /v1/recommend (Server-Timing, test client), ms:")
+    print(f"\nphases of /v1/recommend served by {served} (Server-Timing, test client), ms:")
     for name, vals in phases.items():
         s = summary(vals)
         print(f"  {name:<12} p50 {s['p50']:7.2f}  p99 {s['p99']:7.2f}  mean {s['mean']:7.2f}")
+    if "transformer" in phases:
+        tr, tot = phases["transformer"], lat
+        share = [t / x for t, x in zip(tr, tot)]
+        mdl = [t / m for t, m in zip(tr, phases["model"]) if m > 0]
+        print(f"\ntransformer share: {100 * statistics.fmean(share):.1f}% of the request (mean), "
+              f"{100 * statistics.fmean(mdl):.1f}% of the ranker forward; transformer p50 "
+              f"{pct(tr, 50):.2f} ms / p99 {pct(tr, 99):.2f} ms")
+    if gbdt_phases is not None:
+        print("phases with V1 only (GBDT), ms: " + ", ".join(
+            f"{n} p50 {pct(v, 50):.2f}" for n, v in gbdt_phases.items()))
     api = results["api /v1/recommend (test client)"]
     d = results[f"feast direct ({len(cands) + 1} rows)"]
     nv = results[f"feast naive (all refs x {len(cands)})"]

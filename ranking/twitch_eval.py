@@ -19,7 +19,8 @@ Models:
   recent_viewers, repeat_then_recent   the reference's other heuristics (on request);
   ranker      the transformer ranker (ranking.model.ranker) in its Twitch form: one task (watch), no
               Biasnet (no positions), inputs = the same Feast statistics + GBDT leaves of the
-              lightgbm model above + Metapath2vec vectors trained on the TRAIN file's graph only +
+              lightgbm model above + Metapath2vec vectors trained on the first 30 % of the train
+              period's graph (the ranker trains on the rows after: ranking.train.GRAPH_FRAC) +
               the user's recent streams (Feast ``user_recent``) for target attention; early stopping
               on the same last part of the train period.
   lightgbm    the product's feature path: both files mapped by :mod:`store.sources.twitch` (watch
@@ -257,12 +258,15 @@ def lightgbm_scores(train: pd.DataFrame, test: pd.DataFrame, test_cand: pd.DataF
     return {"scores": model.predict(frames.test), "model": model, "seconds": frames.seconds}
 
 
-def train_embeddings(frames: TwitchFrames, *, seed: int = 0):
-    """Metapath2vec on the train file's user–stream graph only (the test period's links stay unseen)."""
+def train_embeddings(frames: TwitchFrames, *, seed: int = 0, cut=None):
+    """Metapath2vec on the train file's user–stream graph before ``cut`` (default: the whole train
+    file; the test period's links stay unseen)."""
     from graph.build import build_graph
     from graph.metapath2vec import M2VConfig, train_metapath2vec
-    graph = build_graph(frames.train_events(), frames.data.catalog())
-    return train_metapath2vec(graph, M2VConfig(seed=seed))
+    ev = frames.train_events()
+    if cut is not None:
+        ev = ev[pd.to_datetime(ev["ts"], utc=True) < cut]
+    return train_metapath2vec(build_graph(ev, frames.data.catalog()), M2VConfig(seed=seed))
 
 
 # the ranker's Twitch form: one task (watch = click), no positions (Biasnet off), no products
@@ -274,10 +278,15 @@ def ranker_model(frames: TwitchFrames, *, seed: int = 0, gbdt=None, embeddings=N
     """The transformer ranker fit on ``frames.fit`` (early stopping on ``frames.stop``)."""
     from feature_repo.features import FEATURE_COLUMNS
 
-    from .train import TrainConfig, train_on_frames
+    from .train import TrainConfig, graph_cut, train_on_frames
     cfg = train_config or TrainConfig(seed=seed, threads=2)
+    fit = frames.fit
+    if embeddings == "point_in_time":       # vectors from the events before the rows (ranking.train.GRAPH_FRAC)
+        cut = graph_cut(fit)
+        embeddings = train_embeddings(frames, seed=seed, cut=cut)
+        fit = fit[fit["ts"] >= cut].reset_index(drop=True)
     model, inputs, history = train_on_frames(
-        frames.fit, frames.stop, list(FEATURE_COLUMNS), catalog=frames.data.catalog(), embeddings=embeddings,
+        fit, frames.stop, list(FEATURE_COLUMNS), catalog=frames.data.catalog(), embeddings=embeddings,
         gbdt=gbdt, ranker_overrides={**TWITCH_RANKER, **(overrides or {})}, train_config=cfg,
         extra_frames=[frames.test], progress=progress)
     return model, inputs, history
@@ -350,8 +359,7 @@ def evaluate_twitch(train_path, test_path, *, models: Sequence[str] = ("populari
             if "lightgbm" in models:
                 scores["lightgbm"] = gbdt.predict(frames.test)
             if "ranker" in models:
-                emb = train_embeddings(frames, seed=seed)
-                model, inputs, _ = ranker_model(frames, seed=seed, gbdt=gbdt, embeddings=emb)
+                model, inputs, _ = ranker_model(frames, seed=seed, gbdt=gbdt, embeddings="point_in_time")
                 scores["ranker"] = ranker_scores(model, inputs, frames.test)
         finally:
             if tmp is not None:

@@ -1,0 +1,370 @@
+"""Quality side by side: our ranker (and its ablations) against LightGBM and the peer libraries.
+
+    python bench/quality.py --twitch ../shared/data/twitch/watches.csv --split-slot 4000 \
+        [--simulator] [--seeds 0,1,2] [--peers rechub_mmoe,...] [--out var/bench/quality]
+
+Two tasks, the same split and the same features for every model:
+
+* **twitch** (click = "watched"): the protocol of ``streamrank evaluate --source twitch``
+  (ranking.twitch_eval): candidates = the streamers live in the test slot, metrics per query
+  (auc, hr@k, mrr) and gauc, the reference's tie-break noise. Train rows = the train file's
+  candidate rows (subsampled by (user, slot)), the last 15 % of the train period for early
+  stopping; Metapath2vec on the train file's graph only.
+* **simulator** (click, conversion, stay): the built-in world (``--sim-seed``, ``--sim-days``)
+  ingested through the product path into a temporary home (SQLite + Feast), point-in-time
+  features, the last 20 % of the impressions by time = test, the last 15 % of the rest = early
+  stopping. Metrics on test: click auc/gauc of the debiased score, cvr auc on all impressions
+  (pCTCVR), stay rmse (log1p s, clicked), and ndcg@10 against the planted TRUE relevance.
+
+Metapath2vec vectors are point in time: trained on the events of the first 30 % of the fit period
+(``ranking.train.GRAPH_FRAC``), and the variants that use them train on the fit rows after that.
+
+Models: ``lightgbm`` (V1, the product's GBDT), ours = ``v2`` (dense + ids + GBDT leaves + DIN target
+attention), ``v3`` (+ Metapath2vec), ``full`` (+ the live-stream transformer: V4), ablations
+``full_shared_bottom`` (no MMoE), ``full_no_leaves``, ``full_no_biasnet`` (simulator only: Twitch has
+no positions); peers (run in ``.bench-venv`` by bench/peers.py on an exported copy of the same rows:
+ids, normalised dense statistics, the user's recent streams): torch-rechub MMoE / DIN / BST,
+DeepCTR-Torch MMoE / DIN. Every model × seed; mean ± std printed as one table per task, written to
+``OUT/quality.json`` and ``OUT/quality.md`` (the raw rows per task in ``OUT/results_<task>.json``:
+the two tasks can run as two processes, one core each, and ``--table`` prints the merged table). Hyper-parameters are fixed in this file (nothing is
+chosen on the test rows).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# torch's OpenMP threads spin at barriers; beside another busy process that made epochs 12-25x
+# slower here (bench/peers.py measured it). Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+log = logging.getLogger("bench.quality")
+
+OURS = {
+    "v2": {"use_transformer": False, "use_target_attention": True, "m2v": False},
+    "v3": {"use_transformer": False, "use_target_attention": True, "m2v": True},
+    "full": {"use_transformer": True, "use_target_attention": True, "m2v": True},
+    "full_shared_bottom": {"use_transformer": True, "use_target_attention": True, "m2v": True,
+                           "head": "shared_bottom"},
+    "full_no_leaves": {"use_transformer": True, "use_target_attention": True, "m2v": True, "leaves": False},
+    "full_no_biasnet": {"use_transformer": True, "use_target_attention": True, "m2v": True,
+                        "use_biasnet": False},
+}
+PEERS = ["rechub_mmoe", "rechub_din", "rechub_bst", "deepctr_mmoe", "deepctr_din"]
+EPOCHS = 4
+BATCH = 1024
+THREADS = 1               # one process per task: 2 tasks use the 2 cores better than 2 threads each
+
+
+# ----------------------------------------------------------------------------- tasks
+class Task:
+    name: str
+    fit: pd.DataFrame
+    stop: pd.DataFrame
+    test: pd.DataFrame
+    catalog: dict
+    graph_events: pd.DataFrame
+    tasks: tuple
+    truth = None
+
+    def metrics(self, scores: dict) -> dict:      # scores: name -> dict(p_ctr, [p_ctcvr], [stay])
+        raise NotImplementedError
+
+
+class TwitchTask(Task):
+    def __init__(self, path: str, split_slot: int, work_dir: Path, seed: int = 0, max_train_rows: int = 100_000):
+        from ranking.twitch_eval import Queries, TwitchFrames, protocol_noise, read_split
+        df = read_split(path)
+        train, test = df[df.slot < split_slot].reset_index(drop=True), df[df.slot >= split_slot].reset_index(drop=True)
+        self.tq = Queries(test)
+        self.noise = protocol_noise(test, self.tq, seed=0)
+        frames = TwitchFrames(train, test, self.tq.cand, work_dir=work_dir, seed=seed, lists=True,
+                              max_train_rows=max_train_rows)
+        self.name, self.tasks = "twitch", ("click",)
+        self.fit, self.stop, self.test = frames.fit, frames.stop, frames.test
+        self.catalog = frames.data.catalog()
+        self.graph_events = frames.train_events()
+
+    def metrics(self, out: dict) -> dict:
+        from ranking.twitch_eval import protocol_rows
+        row = protocol_rows(self.tq, {"m": out["score"]}, ["m"], noise=self.noise)[0]
+        return {k: row[k] for k in ("auc", "gauc", "hr@1", "hr@10", "mrr")}
+
+
+class SimulatorTask(Task):
+    def __init__(self, work_dir: Path, sim_seed: int = 0, days: float = 14, end: str = "2026-01-01T00:00:00+00:00"):
+        from feature_repo.statistics import run_statistics
+        from ranking.gbdt import time_split
+        from ranking.samples import impression_labels, training_frame
+        from store.ingest import load_catalog, load_events
+        from store.settings import Settings
+        from store.sources import TRUTH_FILE, ingest_source
+        from store.sources.simulator import SimConfig, simulate
+
+        end_t = datetime.fromisoformat(end)
+        settings = Settings(home=Path(work_dir)).ensure_dirs()
+        data = simulate(SimConfig(seed=sim_seed, days=days, end=end_t))
+        ingest_source(settings, data, progress=False)
+        run_statistics(settings, end=end_t, progress=False)
+        events = load_events(settings.database_url, end=end_t)
+        self.catalog = load_catalog(settings.database_url)
+        labels = impression_labels(events, self.catalog.get("streams"))
+        frame = training_frame(settings, labels, lists=True)
+        train, self.test = time_split(frame, 0.2)
+        self.fit, self.stop = time_split(train, 0.15)
+        cut = self.test["ts"].min()
+        self.graph_events = events[pd.to_datetime(events["ts"], utc=True) < cut]
+        self.truth = pd.read_parquet(Path(settings.artifact_dir) / TRUTH_FILE)
+        self.name, self.tasks = "simulator", ("click", "purchase", "stay")
+
+    def metrics(self, out: dict) -> dict:
+        from ranking.evaluate import ndcg_at_k
+        from ranking.metrics import auc, gauc
+        t = self.test
+        y, b = t["click"].to_numpy(), t["purchase"].to_numpy()
+        m = {"auc": auc(y, out["score"]), "gauc": gauc(y, out["score"], t["user_id"].to_numpy())}
+        if out.get("ctcvr") is not None:
+            m["cvr_auc"] = auc(b, out["ctcvr"])
+        if out.get("stay") is not None:
+            c = y > 0
+            target = np.log1p(np.maximum(t["stay_s"].to_numpy(float)[c], 0))
+            m["stay_rmse"] = float(np.sqrt(np.mean((np.asarray(out["stay"])[c] - target) ** 2)))
+        tr = self.truth.drop_duplicates("event_id").set_index("event_id")
+        ids = t["event_id"].astype(str)
+        hit = ids.isin(tr.index).to_numpy()
+        if hit.any():
+            rel = tr.loc[ids[hit], "relevance"].to_numpy(float)
+            m["ndcg@10_true"] = ndcg_at_k(t["request_id"].to_numpy()[hit], np.asarray(out["score"])[hit], rel)
+        return {k: (round(float(v), 4) if v is not None else None) for k, v in m.items()}
+
+
+# ----------------------------------------------------------------------------- models
+def run_lightgbm(task: Task, seed: int):
+    from feature_repo.features import FEATURE_COLUMNS
+    from ranking.gbdt import sample_weight, train_gbdt
+    from ranking.twitch_eval import TWITCH_GBDT_PARAMS
+    params = {**(TWITCH_GBDT_PARAMS if task.name == "twitch" else {}), "seed": seed}
+    weight = sample_weight(task.fit) if task.name != "twitch" else None
+    model = train_gbdt(task.fit, task.stop, list(FEATURE_COLUMNS), label="click", weight=weight, params=params,
+                       num_boost_round=500, early_stopping=30)
+    return model, {"score": model.predict(task.test)}
+
+
+def run_ours(task: Task, variant: str, seed: int, gbdt, emb, epochs: int):
+    from feature_repo.features import FEATURE_COLUMNS
+    from ranking.evaluate import evaluate_ranker, outputs
+    from ranking.train import TrainConfig, train_on_frames
+    spec = dict(OURS[variant])
+    use_m2v = spec.pop("m2v")
+    use_leaves = spec.pop("leaves", True)
+    overrides = dict(spec)
+    if task.name == "twitch":
+        overrides.update(tasks=("ctr",), use_biasnet=False)
+    cfg = TrainConfig(seed=seed, epochs=epochs, batch_size=BATCH, threads=THREADS)
+    t0 = time.perf_counter()
+    fit = task.fit
+    if use_m2v:               # point-in-time vectors: the ranker trains on the rows after the graph
+        fit = fit[fit["ts"] >= task.graph_cut].reset_index(drop=True)
+    model, inputs, hist = train_on_frames(fit, task.stop, list(FEATURE_COLUMNS), catalog=task.catalog,
+                                          embeddings=emb if use_m2v else None, gbdt=gbdt if use_leaves else None,
+                                          ranker_overrides=overrides, train_config=cfg, extra_frames=[task.test])
+    secs = time.perf_counter() - t0
+    o = outputs(model, inputs, task.test)
+    res = {"score": o["ctr_logit"], "ctcvr": o.get("p_ctcvr"), "stay": o.get("stay")}
+    extra = {"train_seconds": round(secs, 1), "epochs": len(hist["epochs"]), "best_epoch": hist["best_epoch"]}
+    if task.truth is not None and model.biasnet is not None:
+        ev = evaluate_ranker(model, inputs, task.test, truth=task.truth, out=o)
+        extra["position_curve_max_err"] = ev.get("position_curve_max_err")
+    return model, inputs, res, extra
+
+
+def export_peers(task: Task, inputs, out_dir: Path) -> Path:
+    from peer_dataset import save_dataset
+    parts = [task.fit, task.stop, task.test]
+    xs = [inputs.transform(p, with_position=False) for p in parts]
+    arrays = {k: np.concatenate([x[k] for x in xs]) for k in ("user_id", "stream_id", "category", "dense")}
+    arrays["hist_streams"] = np.concatenate([x["user_streams"] for x in xs])
+    arrays["dense"] = arrays["dense"].astype(np.float32)
+    from ranking.dataset import labels
+    ls = [labels(p) for p in parts]
+    arrays["click"] = np.concatenate([lab["click"] for lab in ls])
+    tasks = ["click"]
+    if task.name != "twitch":
+        arrays["purchase"] = np.concatenate([lab["purchase"] for lab in ls])
+        arrays["stay"] = np.concatenate([lab["stay"] for lab in ls])
+        tasks += ["purchase", "stay"]
+    arrays["split"] = np.concatenate([np.full(len(p), i, np.int8) for i, p in enumerate(parts)])
+    meta = {"name": task.name, "tasks": tasks, "dense_names": list(inputs.dense_cols),
+            "vocab": {"user_id": len(inputs.users), "stream_id": len(inputs.streams),
+                      "category": len(inputs.categories)}}
+    d = out_dir / f"peer_data_{task.name}"
+    save_dataset(str(d), arrays, meta)
+    return d
+
+
+def run_peers(data_dir: Path, out_dir: Path, models, seeds, epochs: int) -> dict:
+    py = ROOT / ".bench-venv" / "bin" / "python"
+    if not py.exists():
+        subprocess.run(["bash", str(ROOT / "bench" / "peer_env.sh")], check=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(py), str(ROOT / "bench" / "peers.py"), str(data_dir), str(out_dir), "--models", ",".join(models),
+           "--seeds", ",".join(map(str, seeds)), "--epochs", str(epochs), "--batch-size", str(BATCH),
+           "--threads", str(THREADS), "--bst-ffn-dim", "128"]
+    print("peers: " + " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, cwd=str(ROOT))
+    if done.returncode:                  # peers.py writes every run that succeeded: keep those
+        print(f"peers: exit {done.returncode}; some peer runs failed (see above)", flush=True)
+    res = {}
+    for m in models:
+        for s in seeds:
+            f = out_dir / f"{m}__seed{s}.npz"
+            if f.exists():
+                z = np.load(f)
+                info = json.loads((out_dir / f"{m}__seed{s}.json").read_text())
+                # a peer MMoE's purchase task is P(purchase | impression): the same target as our pCTCVR
+                res[(m, s)] = ({"score": z["click"], "ctcvr": z["purchase"] if "purchase" in z else None,
+                                "stay": z["stay"] if "stay" in z else None}, info)
+    return res
+
+
+# ----------------------------------------------------------------------------- table
+def summarise(results: list[dict]) -> list[dict]:
+    rows = []
+    df = pd.DataFrame(results)
+    metric_cols = [c for c in df.columns if c not in ("task", "model", "seed", "library", "train_seconds",
+                                                        "epochs", "best_epoch")]
+    for (task, model), g in df.groupby(["task", "model"], sort=False):
+        row = {"task": task, "model": model, "seeds": int(len(g))}
+        for c in metric_cols:
+            v = pd.to_numeric(g[c], errors="coerce").dropna()
+            if len(v):
+                row[c] = (round(float(v.mean()), 4), round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4))
+        if "train_seconds" in g:
+            row["train_s"] = round(float(pd.to_numeric(g["train_seconds"], errors="coerce").mean()), 1)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        rs = [r for r in rows if r["task"] == task]
+        cols = [c for c in dict.fromkeys(k for r in rs for k in r) if c not in ("task", "model", "seeds", "train_s")]
+        out.append(f"\n**{task}** (mean ± std over seeds)\n")
+        out.append("| model | " + " | ".join(cols) + " | seeds | train s |")
+        out.append("|---" * (len(cols) + 3) + "|")
+        for r in rs:
+            cells = [f"{r[c][0]:.4f} ± {r[c][1]:.4f}" if c in r else "–" for c in cols]
+            out.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['seeds']} | {r.get('train_s', '–')} |")
+    return "\n".join(out)
+
+
+def print_table(out: Path) -> None:
+    """One table from every ``results_<task>.json`` in ``out`` (tasks may run as separate processes)."""
+    results = []
+    for f in sorted(out.glob("results_*.json")):
+        results += json.loads(f.read_text())["results"]
+    rows = summarise(results)
+    md = markdown(rows)
+    print(md)
+    (out / "quality.json").write_text(json.dumps({"summary": rows, "results": results}, indent=1, default=str))
+    (out / "quality.md").write_text(md + "\n")
+    print(f"\nwritten {out / 'quality.md'} and quality.json", flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--twitch", help="Twitch watches CSV (user_id, streamer_id, slot, community)")
+    ap.add_argument("--split-slot", type=int, default=4000)
+    ap.add_argument("--simulator", action="store_true", help="also the built-in simulated world")
+    ap.add_argument("--sim-seed", type=int, default=1, help="world seed (make run's world is seed 0)")
+    ap.add_argument("--sim-days", type=float, default=7)
+    ap.add_argument("--max-train-rows", type=int, default=100_000,
+                    help="Twitch: train-file candidate rows (subsampled by (user, slot) group)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--models", default="lightgbm," + ",".join(OURS))
+    ap.add_argument("--peers", default=",".join(PEERS), help="peer models ('' = none)")
+    ap.add_argument("--epochs", type=int, default=EPOCHS)
+    ap.add_argument("--out", default=str(ROOT / "var" / "bench" / "quality"))
+    ap.add_argument("--table", action="store_true", help="only print the table of the results in --out")
+    args = ap.parse_args(argv)
+    if args.table:
+        print_table(Path(args.out))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    import torch
+    torch.set_num_threads(THREADS)
+    os.environ.setdefault("STREAMRANK_HOME", tempfile.mkdtemp(prefix="streamrank-quality-"))
+    seeds = [int(s) for s in args.seeds.split(",") if s != ""]
+    models = [m for m in args.models.split(",") if m]
+    peers = [m for m in args.peers.split(",") if m]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.twitch and not args.simulator:
+        ap.error("give --twitch PATH and/or --simulator (or --table)")
+    results = []
+    work = Path(tempfile.mkdtemp(prefix="streamrank-quality-"))
+    tasks = []
+    if args.twitch:
+        tasks.append(("twitch", lambda: TwitchTask(args.twitch, args.split_slot, work / "twitch",
+                                                   max_train_rows=args.max_train_rows)))
+    if args.simulator:
+        tasks.append(("simulator", lambda: SimulatorTask(work / "sim", sim_seed=args.sim_seed, days=args.sim_days)))
+    def record(row: dict) -> None:             # every result is saved as soon as it exists
+        results.append(row)
+        print(json.dumps(row), flush=True)
+        (out / f"results_{row['task']}.json").write_text(json.dumps(
+            {"results": [r for r in results if r["task"] == row["task"]], "args": vars(args),
+             "at": datetime.now(timezone.utc).isoformat()}, indent=1, default=str))
+
+    for name, make in tasks:
+        t0 = time.perf_counter()
+        task = make()
+        from ranking.train import graph_cut
+        task.graph_cut = graph_cut(task.fit)
+        print(f"[{name}] prepared: fit {len(task.fit):,} / stop {len(task.stop):,} / test {len(task.test):,} rows "
+              f"in {time.perf_counter() - t0:.0f}s", flush=True)
+        export_inputs = None
+        for seed in seeds:
+            from graph.build import build_graph
+            from graph.metapath2vec import M2VConfig, train_metapath2vec
+            gbdt, o = run_lightgbm(task, seed)
+            if "lightgbm" in models:
+                record({"task": name, "model": "lightgbm", "seed": seed, **task.metrics(o)})
+            ge = task.graph_events
+            ge = ge[pd.to_datetime(ge["ts"], utc=True) < task.graph_cut]
+            emb = train_metapath2vec(build_graph(ge, task.catalog), M2VConfig(seed=seed))
+            for variant in [m for m in models if m in OURS]:
+                if variant == "full_no_biasnet" and name == "twitch":
+                    continue
+                _, inputs, o, extra = run_ours(task, variant, seed, gbdt, emb, args.epochs)
+                if export_inputs is None:
+                    export_inputs = inputs
+                record({"task": name, "model": variant, "seed": seed, **task.metrics(o), **extra})
+        if peers and export_inputs is not None:
+            d = export_peers(task, export_inputs, work)
+            got = run_peers(d, out / f"peers_{name}", peers, seeds, args.epochs)
+            for (m, s), (o, info) in got.items():
+                record({"task": name, "model": m, "seed": s, **task.metrics(o),
+                        "train_seconds": info.get("train_seconds")})
+    print_table(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
