@@ -8,8 +8,10 @@
   logit (training only), L_cvr is ESMM's pCTCVR loss on all impressions, L_stay the log1p-seconds
   MSE on clicked impressions (see ``Ranker.losses``);
 - AdamW (decoupled weight decay), mini-batches in a seeded random order;
-- after each epoch the validation loss (the same weighted sum, Biasnet included: it is what the
-  labels measure) decides early stopping; the best epoch's weights are restored;
+- after each epoch the validation click loss (Biasnet included: it is what the labels measure;
+  ``early_stop_on="total"`` for the weighted sum) decides early stopping; the best epoch's weights
+  are restored. The click task picks the epoch because the noisier conversion and stay losses
+  turn up first and would stop training before the position tower has converged;
 - progress: a tqdm bar per epoch when ``progress`` (rows/s), a log line per epoch always.
 
 :func:`train_and_register_ranker` is the worker's job: event log → labels → point-in-time Feast
@@ -46,6 +48,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     patience: int = 2                      # epochs without a better validation loss before stopping
+    early_stop_on: str = "ctr"             # validation loss that picks the epoch: a task name or "total"
     loss_weights: Union[dict, str] = field(default_factory=lambda: {"ctr": 1.0, "cvr": 1.0, "stay": 0.2})
     seed: int = 0
     threads: Optional[int] = None          # torch threads (None: leave as is)
@@ -173,7 +176,7 @@ def fit(model, train: dict, train_labels: dict, valid: Optional[dict] = None, va
         if uncertainty is not None:
             rec["log_vars"] = {t: float(v) for t, v in zip(tasks, uncertainty.log_vars.detach())}
         history["epochs"].append(rec)
-        score = rec["valid"]["total"] if has_valid else -epoch
+        score = rec["valid"].get(cfg.early_stop_on, rec["valid"]["total"]) if has_valid else -epoch
         msg = (f"ranker epoch {epoch}: train loss {rec['train']['total']:.4f}"
                + (f", valid loss {rec['valid']['total']:.4f}" if has_valid else "")
                + f" ({count:,} rows in {secs:.1f}s, {rec['rows_per_s']:,} rows/s)")

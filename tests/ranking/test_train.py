@@ -20,7 +20,7 @@ SMALL = {"d_model": 16, "use_transformer": False, "use_target_attention": False,
 
 @pytest.fixture(scope="module")
 def world():
-    f = planted_frame(n_requests=4000)
+    f = planted_frame(n_requests=6000)
     train, test = time_split(f, 0.25)
     fit, stop = time_split(train, 0.15)
     truth = f[["event_id", "relevance", "examination"]].assign(p_click=f["relevance"] * f["examination"])
@@ -30,7 +30,7 @@ def world():
 @pytest.fixture(scope="module")
 def trained(world):
     fit, stop, test, truth = world
-    cfg = TrainConfig(epochs=4, batch_size=512, lr=5e-3, seed=0, threads=2)
+    cfg = TrainConfig(epochs=6, batch_size=512, lr=5e-3, seed=0, threads=1)
     with_b = train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides=SMALL, train_config=cfg)
     without = train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides={**SMALL, "use_biasnet": False},
                               train_config=cfg)
