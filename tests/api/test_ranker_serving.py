@@ -3,7 +3,6 @@ Feast features with their lists), promoted, served by /v1/recommend (Biasnet rem
 fused), hot-swapped back to the GBDT when rejected; the promotion rule."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from ranking.train import TrainConfig, should_promote

@@ -5,7 +5,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
-import pytest
 
 
 def _recommend(client, **body):
