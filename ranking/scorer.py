@@ -68,15 +68,18 @@ class RankerScorer:
         from feature_repo.features import FEATURE_COLUMNS
         self.feature_cols = [c for c in inputs.dense_cols if c in FEATURE_COLUMNS]
         seq = getattr(model, "sequence", None)
-        if seq is not None:             # time the transformer's share (a pre/post hook pair)
-            seq.register_forward_pre_hook(self._seq_start)
-            seq.register_forward_hook(self._seq_end)
+        if seq is not None:             # time the transformer's share: the ranker calls these methods
+            for name in ("embed_tokens", "embed_target", "encode", "pool"):
+                setattr(seq, name, self._timed(getattr(seq, name)))
 
-    def _seq_start(self, *_):
-        self._local.seq_t0 = time.perf_counter()
-
-    def _seq_end(self, *_):
-        self._local.seq_s = getattr(self._local, "seq_s", 0.0) + time.perf_counter() - self._local.seq_t0
+    def _timed(self, fn):
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._local.seq_s = getattr(self._local, "seq_s", 0.0) + time.perf_counter() - t0
+        return run
 
     @property
     def last_timing(self) -> dict:
