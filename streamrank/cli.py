@@ -17,6 +17,12 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
+
+# torch's OpenMP threads spin at barriers by default: beside another busy process on a small
+# machine (a worker training while the API scores, two training jobs) a step ran 12-25x slower
+# (measured by bench/peers.py). Passive waiting costs little when alone. Set before torch loads;
+# inherited by the workers and the API that `run` starts; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 log = logging.getLogger("streamrank")
