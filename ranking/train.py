@@ -110,7 +110,8 @@ def validation_loss(model, batch: dict, labels: dict, weights, uncertainty=None,
                 sums[t][1] += w
     per = {t: (s / c if c else 0.0) for t, (s, c) in sums.items()}
     if uncertainty is not None:
-        total = float(uncertainty({t: torch.tensor(v) for t, v in per.items()}))
+        with torch.no_grad():
+            total = float(uncertainty({t: torch.tensor(v) for t, v in per.items()}))
     else:
         total = sum(float(weights.get(t, 1.0)) * v for t, v in per.items())
     return {"total": total, **per}

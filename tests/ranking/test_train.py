@@ -110,3 +110,15 @@ def test_fusion_weights_per_page():
 
 def _tensors(x):
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in x.items()}
+
+
+def test_uncertainty_weighting_learns_task_weights(world):
+    fit, stop, _, _ = world
+    cfg = TrainConfig(epochs=2, batch_size=1024, lr=5e-3, seed=0, threads=1, loss_weights="uncertainty")
+    _, _, hist = train_on_frames(fit.iloc[:8000], stop.iloc[:2000], ["taste", "quality"],
+                                 ranker_overrides=SMALL, train_config=cfg)
+    logs = [e["log_vars"] for e in hist["epochs"]]
+    assert set(logs[0]) == {"ctr", "cvr", "stay"}
+    # the log-variances move away from their start (0) and every epoch has a finite validation loss
+    assert any(abs(v) > 1e-3 for v in logs[-1].values())
+    assert all(np.isfinite(e["valid"]["total"]) for e in hist["epochs"])
