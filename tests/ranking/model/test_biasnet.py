@@ -1,18 +1,8 @@
 """BiasNet: unknown positions add nothing, clamping, pages, position_logits, training-start no-op."""
-import pytest
 import torch
 from torch import nn
 
 from ranking.model.biasnet import BiasNet
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _trained_like(seed=0, **kw) -> BiasNet:

@@ -1,17 +1,7 @@
 """CrossNetMix (DCN-V2): the formula against a per-expert loop, identity when crosses are off."""
-import pytest
 import torch
 
 from ranking.model.cross import CrossNetMix
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _reference(net: CrossNetMix, x: torch.Tensor) -> torch.Tensor:

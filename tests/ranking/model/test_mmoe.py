@@ -5,15 +5,6 @@ import torch
 from ranking.model.mmoe import MMoE, SharedBottom
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_mmoe_shapes_and_gates_sum_to_one():
     torch.manual_seed(0)
     head = MMoE(10, n_tasks=3, n_experts=4, expert_hidden=(16, 8))

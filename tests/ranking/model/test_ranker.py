@@ -57,15 +57,6 @@ def make_labels(B=12, seed=1) -> dict:
             "stay": click * torch.rand(B, generator=g) * 5}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is faster, and immune to a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(config, seed=0) -> Ranker:
     torch.manual_seed(seed)
     return Ranker(config)

@@ -10,15 +10,6 @@ D = 16
 LENGTHS = (4, 3, 6)          # core, real-time, user
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _inputs(B=5, seed=0, lengths=LENGTHS, pad=0.4):
     g = torch.Generator().manual_seed(seed)
     target = torch.randn(B, D, generator=g)

@@ -7,15 +7,6 @@ from ranking.model.target_attention import Dice, TargetAttention
 D, L = 8, 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _inputs(B=7, seed=0):
     g = torch.Generator().manual_seed(seed)
     query = torch.randn(B, D, generator=g)
