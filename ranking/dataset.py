@@ -200,7 +200,9 @@ class RankerInputs:
         return out
 
     # ------------------------------------------------------------------ transform
-    def transform(self, frame: pd.DataFrame, *, with_position: bool = True) -> dict:
+    def transform(self, frame: pd.DataFrame, *, with_position: bool = True, num_threads: Optional[int] = None
+                  ) -> dict:
+        """The batch of ``frame`` (module docstring); ``num_threads``: LightGBM's, for the leaves."""
         n = len(frame)
         u = self.users.index(_ids(frame["user_id"]))
         s = self.streams.index(_ids(frame["stream_id"]))
@@ -215,7 +217,7 @@ class RankerInputs:
             out["dense"] = np.zeros((n, 0), np.float32)
         if self.gbdt is not None:
             from .gbdt import LeafEncoder
-            out["leaves"] = LeafEncoder(self.gbdt).transform(frame) + 1
+            out["leaves"] = LeafEncoder(self.gbdt).transform(frame, num_threads=num_threads) + 1
         if self.m2v_user is not None:
             out["m2v_user"] = self.m2v_user[u]
             out["m2v_stream"] = self.m2v_stream[s]

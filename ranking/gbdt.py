@@ -139,11 +139,12 @@ class GBDTModel:
             p = p / (p + (1.0 - p) * self.odds_scale)
         return p
 
-    def predict_leaves(self, df: pd.DataFrame) -> np.ndarray:
+    def predict_leaves(self, df: pd.DataFrame, num_threads: Optional[int] = None) -> np.ndarray:
         """Per-tree leaf indices [n, n_trees] (local to each tree)."""
         if len(df) == 0:
             return np.zeros((0, self.num_trees), dtype=np.int64)
-        out = self.booster.predict(_matrix(df, self.feature_cols), pred_leaf=True)
+        kw = {} if num_threads is None else {"num_threads": int(num_threads)}
+        out = self.booster.predict(_matrix(df, self.feature_cols), pred_leaf=True, **kw)
         return np.asarray(out, dtype=np.int64).reshape(len(df), -1)
 
     def feature_importance(self, kind: str = "gain") -> dict:
@@ -194,8 +195,8 @@ class LeafEncoder:
         self.n_tokens = self.n_trees * self.num_leaves
         self._offset = np.arange(self.n_trees, dtype=np.int64) * self.num_leaves
 
-    def transform(self, df: pd.DataFrame) -> np.ndarray:
-        leaves = self.model.predict_leaves(df)
+    def transform(self, df: pd.DataFrame, num_threads: Optional[int] = None) -> np.ndarray:
+        leaves = self.model.predict_leaves(df, num_threads=num_threads)
         if leaves.shape[1] != self.n_trees:
             raise ValueError(f"model returned {leaves.shape[1]} trees, expected {self.n_trees}")
         if len(leaves) and leaves.max() >= self.num_leaves:

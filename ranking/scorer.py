@@ -129,23 +129,19 @@ class RankerScorer:
         import torch
         from .train import to_tensors
         t0 = time.perf_counter()
-        x = self.inputs.transform(frame, with_position=False)
+        # one LightGBM thread for the leaves of ~200 rows (see GBDTModel.predict_raw)
+        x = self.inputs.transform(frame, with_position=False, num_threads=1)
         t1 = time.perf_counter()
         batch = to_tensors(x)
         self._local.seq_s = 0.0
         with torch.no_grad():
             if self.cache_candidates and hasattr(self.model, "encode_candidates") and len(frame):
                 cand, idx = self._candidates(batch)
-                out = self.model(batch, cand=cand, cand_index=idx)
+                pred = self.model.predict(batch, cand=cand, cand_index=idx)
             else:
-                out = self.model(batch)
+                pred = self.model.predict(batch)
         t2 = time.perf_counter()
-        res = {"p_ctr": torch.sigmoid(out["ctr_logit"]).double().numpy()}
-        if "cvr_logit" in out:
-            res["p_cvr"] = torch.sigmoid(out["cvr_logit"]).double().numpy()
-            res["p_ctcvr"] = res["p_ctr"] * res["p_cvr"]
-        if "stay" in out:
-            res["stay_s"] = np.maximum(np.expm1(out["stay"].double().numpy()), 0.0)
+        res = {k: v.double().numpy() for k, v in pred.items()}
         self._local.timing = {"inputs_ms": (t1 - t0) * 1e3, "model_ms": (t2 - t1) * 1e3,
                               "transformer_ms": self._local.seq_s * 1e3}
         return res
