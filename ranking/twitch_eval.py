@@ -250,14 +250,6 @@ def lightgbm_model(frames: TwitchFrames, *, seed: int = 0, params: Optional[dict
     return model
 
 
-def lightgbm_scores(train: pd.DataFrame, test: pd.DataFrame, test_cand: pd.DataFrame, *, work_dir: Path,
-                    seed: int = 0, max_train_rows: int = MAX_TRAIN_ROWS, params: Optional[dict] = None) -> dict:
-    """Fit LightGBM on train-file queries with point-in-time Feast features; score the test candidates."""
-    frames = TwitchFrames(train, test, test_cand, work_dir=work_dir, seed=seed, max_train_rows=max_train_rows)
-    model = lightgbm_model(frames, seed=seed, params=params)
-    return {"scores": model.predict(frames.test), "model": model, "seconds": frames.seconds}
-
-
 def train_embeddings(frames: TwitchFrames, *, seed: int = 0, cut=None):
     """Metapath2vec on the train file's user–stream graph before ``cut`` (default: the whole train
     file; the test period's links stay unseen)."""
