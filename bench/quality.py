@@ -13,7 +13,8 @@ Two tasks, the same split and the same features for every model:
 * **simulator** (click, conversion, stay): the built-in world (``--sim-seed``, ``--sim-days``)
   ingested through the product path into a temporary home (SQLite + Feast), point-in-time
   features, the last 20 % of the impressions by time = test, the last 15 % of the rest = early
-  stopping. Metrics on test: click auc/gauc of the debiased score, cvr auc on all impressions
+  stopping. Metrics on test: click auc/gauc of the debiased score, click auc on the test
+  impressions of the exploration (uniformly random) slates only, cvr auc on all impressions
   (pCTCVR), stay rmse (log1p s, clicked), and ndcg@10 against the planted TRUE relevance.
 
 Metapath2vec vectors are point in time: trained on the events of the first 30 % of the fit period
@@ -21,8 +22,9 @@ Metapath2vec vectors are point in time: trained on the events of the first 30 % 
 
 Models: ``lightgbm`` (V1, the product's GBDT), ours = ``v2`` (dense + ids + GBDT leaves + DIN target
 attention), ``v3`` (+ Metapath2vec), ``full`` (+ the live-stream transformer: V4), ablations
-``full_shared_bottom`` (no MMoE), ``full_no_leaves``, ``full_no_biasnet`` (simulator only: Twitch has
-no positions); peers (run in ``.bench-venv`` by bench/peers.py on an exported copy of the same rows:
+``full_shared_bottom`` (no MMoE), ``full_no_leaves``, ``full_no_biasnet``, ``full_pal`` (Biasnet
+multiplied in as an examination probability, PAL) and ``full_mlp_biasnet`` (a free per-slot MLP
+tower instead of the monotone one) — the last three on the simulator only: Twitch has no positions; peers (run in ``.bench-venv`` by bench/peers.py on an exported copy of the same rows:
 ids, normalised dense statistics, the user's recent streams): torch-rechub MMoE / DIN / BST,
 DeepCTR-Torch MMoE / DIN. Every model × seed; mean ± std printed as one table per task, written to
 ``OUT/quality.json`` and ``OUT/quality.md`` (the raw rows per task in ``OUT/results_<task>.json``:
@@ -62,6 +64,10 @@ OURS = {
     "full_shared_bottom": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                            "head": "shared_bottom"},
     "full_no_leaves": {"use_transformer": True, "use_target_attention": True, "m2v": True, "leaves": False},
+    "full_pal": {"use_transformer": True, "use_target_attention": True, "m2v": True,
+                 "bias_form": "multiplicative"},
+    "full_mlp_biasnet": {"use_transformer": True, "use_target_attention": True, "m2v": True,
+                         "bias_shape": "mlp"},
     "full_no_biasnet": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                         "use_biasnet": False},
 }
@@ -150,6 +156,12 @@ class SimulatorTask(Task):
         if hit.any():
             rel = tr.loc[ids[hit], "relevance"].to_numpy(float)
             m["ndcg@10_true"] = ndcg_at_k(t["request_id"].to_numpy()[hit], np.asarray(out["score"])[hit], rel)
+            # the exploration slates: positions independent of every input, so the observed
+            # clicks there rank models by relevance (the usual unbiased offline test)
+            rnd = np.zeros(len(t), dtype=bool)
+            rnd[hit] = tr.loc[ids[hit], "randomized"].to_numpy(bool)
+            if rnd.any() and 0 < y[rnd].sum() < rnd.sum():
+                m["auc_random_slates"] = auc(y[rnd], np.asarray(out["score"])[rnd])
         return {k: (round(float(v), 4) if v is not None else None) for k, v in m.items()}
 
 
@@ -350,7 +362,7 @@ def main(argv=None) -> int:
             ge = ge[pd.to_datetime(ge["ts"], utc=True) < task.graph_cut]
             emb = train_metapath2vec(build_graph(ge, task.catalog), M2VConfig(seed=seed))
             for variant in [m for m in models if m in OURS]:
-                if variant == "full_no_biasnet" and name == "twitch":
+                if variant in ("full_no_biasnet", "full_pal", "full_mlp_biasnet") and name == "twitch":
                     continue
                 _, inputs, o, extra = run_ours(task, variant, seed, gbdt, emb, args.epochs)
                 if export_inputs is None:

@@ -84,7 +84,14 @@ def outputs(model, inputs, frame: pd.DataFrame, batch_size: int = 8192) -> dict:
     out = predict_batches(model, x, with_bias=True, batch_size=batch_size)
     res = {"ctr_logit": out["ctr_logit"].astype(np.float64)}
     res["p_ctr"] = _sigmoid(res["ctr_logit"])
-    res["p_ctr_biased"] = _sigmoid(res["ctr_logit"] + out["bias_logit"]) if "bias_logit" in out else res["p_ctr"]
+    if "bias_logit" in out:
+        import torch
+        from .model.ranker import biased_click_logit
+        z = biased_click_logit(torch.as_tensor(res["ctr_logit"]), torch.as_tensor(out["bias_logit"], dtype=torch.float64),
+                               model.config.bias_form)
+        res["p_ctr_biased"] = _sigmoid(z.numpy())
+    else:
+        res["p_ctr_biased"] = res["p_ctr"]
     if "cvr_logit" in out:
         res["p_cvr"] = _sigmoid(out["cvr_logit"])
         res["p_ctcvr"] = res["p_ctr"] * res["p_cvr"]

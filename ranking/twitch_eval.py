@@ -194,6 +194,8 @@ class TwitchFrames:
 
         from .gbdt import time_split
 
+        if max_train_rows < 1:
+            raise ValueError(f"max_train_rows must be >= 1, got {max_train_rows}")
         t0 = time.perf_counter()
         self.settings = settings = Settings(home=Path(work_dir), stats_bucket_s=SLOT_S).ensure_dirs()
         data = load_twitch(pd.concat([train, test], ignore_index=True), base_time=BASE_TIME,

@@ -25,10 +25,14 @@ One row is an impression (user, candidate stream). Read top to bottom, :meth:`Ra
 Outputs: ``ctr_logit`` (debiased: no position term), ``cvr_logit`` (post-click conversion,
 ESMM), ``stay`` (predicted :math:`\log(1 + \text{seconds})` of a click's stay) and, in training
 (or with ``with_bias=True``) when the batch has ``position``, ``bias_logit`` from
-:class:`~ranking.model.biasnet.BiasNet` (PAL / YouTube's shallow tower). The losses add it to
-the CTR logit; serving never sees it (:meth:`Ranker.without_biasnet` drops the tower).
+:class:`~ranking.model.biasnet.BiasNet` (PAL / YouTube's shallow tower). The losses combine it
+with the CTR logit (:func:`biased_click_logit`: added, or — ``bias_form="multiplicative"``, PAL —
+multiplied in as an examination probability); serving never sees it
+(:meth:`Ranker.without_biasnet` drops the tower).
 
-Losses (:meth:`Ranker.losses`), with :math:`z = \text{ctr\_logit} + \text{bias\_logit}`:
+Losses (:meth:`Ranker.losses`), with :math:`z` the biased click logit
+(:math:`\text{ctr\_logit} + \text{bias\_logit}`, or :math:`\text{logit}(\sigma(\text{ctr\_logit})\,
+e^{\text{bias\_logit}})` in the multiplicative form):
 
 .. math::
     \mathcal{L}_{\text{ctr}} = \text{BCE}(\sigma(z), \text{click}), \quad
@@ -102,6 +106,8 @@ class RankerConfig:
     expert_dim: int = 64
     tower_dim: int = 32
     use_biasnet: bool = True
+    bias_form: str = "additive"   # or "multiplicative" (PAL: P(click) = P(seen | position) · σ(ctr_logit))
+    bias_shape: str = "monotone"  # or "mlp" (a free embedding per slot)
     n_positions: int = 64
     n_pages: int = 8
     dropout: float = 0.0          # off by default: CPU bernoulli masks cost ~20 % of a step; early stopping + weight decay regularise
@@ -112,6 +118,10 @@ class RankerConfig:
         if "ctr" not in self.tasks or any(t not in TASKS for t in self.tasks) or \
                 list(self.tasks) != [t for t in TASKS if t in self.tasks]:
             raise ValueError(f"tasks must be a subset of {TASKS} in that order with 'ctr', got {self.tasks}")
+        if self.bias_form not in BiasNet.FORMS:
+            raise ValueError(f"bias_form must be one of {BiasNet.FORMS}, got {self.bias_form!r}")
+        if self.bias_shape not in BiasNet.SHAPES:
+            raise ValueError(f"bias_shape must be one of {BiasNet.SHAPES}, got {self.bias_shape!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.use_transformer and self.d_model % self.n_heads:
@@ -188,7 +198,7 @@ class Ranker(nn.Module):
             self.head = SharedBottom(in_dim, len(c.tasks), hidden=(c.expert_dim,), dropout=c.dropout)
         self.towers = nn.ModuleDict({t: nn.Sequential(nn.Linear(c.expert_dim, c.tower_dim), nn.ReLU(),
                                                       nn.Linear(c.tower_dim, 1)) for t in c.tasks})
-        self.biasnet = BiasNet(c.n_positions, c.n_pages) if c.use_biasnet else None
+        self.biasnet = BiasNet(c.n_positions, c.n_pages, form=c.bias_form, shape=c.bias_shape) if c.use_biasnet else None
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -291,7 +301,7 @@ class Ranker(nn.Module):
         left out."""
         ctr = out["ctr_logit"]                                                       # [B]
         if "bias_logit" in out:
-            ctr = ctr + out["bias_logit"]                                            # [B] biased logit
+            ctr = biased_click_logit(ctr, out["bias_logit"], self.config.bias_form)  # [B] biased logit
         click = batch_labels["click"].to(ctr.dtype)                                  # [B]
         w = None if weights is None else weights.to(ctr.dtype)
 
@@ -380,15 +390,33 @@ class UncertaintyWeighting(nn.Module):
         return f"{self.__class__.__name__}(tasks={self.tasks})"
 
 
+def biased_click_logit(ctr_logit: Tensor, bias_logit: Tensor, form: str = "additive") -> Tensor:
+    r"""The training-time (position-aware) click logit from the debiased ``ctr_logit`` and
+    Biasnet's output (same shapes, broadcast).
+
+    * ``"additive"`` (YouTube's shallow tower): :math:`z = a + b`.
+    * ``"multiplicative"`` (PAL): ``bias_logit`` is :math:`\log P(\text{seen}) \le 0` and
+      :math:`p = \sigma(a)\,e^{b}`, returned as its logit
+      :math:`\log p - \log(1 - p)` (computed in log space; :math:`\log p` is capped just below 0
+      so the logit stays finite)."""
+    if form == "additive":
+        return ctr_logit + bias_logit
+    if form != "multiplicative":
+        raise ValueError(f"unknown bias form {form!r}")
+    log_p = (F.logsigmoid(ctr_logit) + bias_logit).clamp(max=-1e-6)                # log p < 0
+    return log_p - torch.log(-torch.expm1(log_p))                                    # logit(p)
+
+
 @torch.no_grad()
 def position_curve(model: Union[Ranker, BiasNet], ctr_logits: Tensor,
                    positions: Union[Sequence[int], Tensor] = range(1, 11),
                    page: Optional[Union[int, Tensor]] = None) -> Tensor:
     r"""The learned relative examination curve: for each position :math:`k`,
-    :math:`\text{mean}_i\, \sigma(a_i + b_k) / \text{mean}_i\, \sigma(a_i + b_1)` with :math:`a`
-    the debiased CTR logits ``ctr_logits [N]`` of a set of impressions and :math:`b` the
-    Biasnet position logits (position 1 is the reference). → ``[K]``. Under
-    P(click) = exam(k) · r this ratio of means is exam(k) / exam(1)."""
+    :math:`\text{mean}_i\, \sigma(z(a_i, b_k)) / \text{mean}_i\, \sigma(z(a_i, b_1))` with :math:`a`
+    the debiased CTR logits ``ctr_logits [N]`` of a set of impressions, :math:`b` the
+    Biasnet position outputs (position 1 is the reference) and :math:`z` :func:`biased_click_logit`
+    in the tower's form. → ``[K]``. Under P(click) = exam(k) · r this ratio of means is
+    exam(k) / exam(1); in the multiplicative form it is exactly :math:`e^{b_k - b_1}`."""
     biasnet = model if isinstance(model, BiasNet) else model.biasnet
     if biasnet is None:
         raise ValueError("the model has no Biasnet")
@@ -396,8 +424,8 @@ def position_curve(model: Union[Ranker, BiasNet], ctr_logits: Tensor,
                                 dtype=torch.long).reshape(-1)                            # [K]
     b = biasnet.position_logits(torch.cat([positions.new_ones(1), positions]), page)     # [1 + K]
     a = ctr_logits.reshape(-1, 1).to(b.dtype)                                            # [N, 1]
-    rate = torch.sigmoid(a + b).mean(0)                                                  # [1 + K]
+    rate = torch.sigmoid(biased_click_logit(a, b, biasnet.form)).mean(0)                 # [1 + K]
     return rate[1:] / rate[0]                                                            # [K]
 
 
-__all__ = ["RankerConfig", "Ranker", "UncertaintyWeighting", "position_curve", "TASKS"]
+__all__ = ["RankerConfig", "Ranker", "UncertaintyWeighting", "position_curve", "biased_click_logit", "TASKS"]

@@ -2,6 +2,7 @@
 the planted position curve and improves the ranking by TRUE relevance, the serving form equals the
 trained model's debiased outputs, save/load round trips, the HTML report is written."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -58,8 +59,8 @@ def test_biasnet_recovers_the_planted_position_curve(world, trained):
     m = evaluate_ranker(model, inputs, test, truth=truth)
     true = (np.arange(1, 11) ** -EXAM_POWER)
     np.testing.assert_allclose(m["position_curve"]["true"], true, atol=1e-3)
-    assert m["position_curve_max_err"] <= 0.06, m["position_curve"]
     m0 = evaluate_ranker(model0, inputs0, test, truth=truth)
+    assert m["position_curve_max_err"] <= 0.06, m["position_curve"]
     assert "position_curve" not in m0
     # ranking by the debiased score is closer to the true relevance with Biasnet than without
     assert m["ndcg@10_true"] > m0["ndcg@10_true"], (m["ndcg@10_true"], m0["ndcg@10_true"])
@@ -100,6 +101,20 @@ def test_save_load_and_report(tmp_path, world, trained):
         assert (tmp_path / "report" / png).stat().st_size > 1000
         assert png in html
     assert json.dumps(m["auc"]) in html
+    # a version saved before Biasnet had a shape (config without "bias_shape": the per-slot MLP)
+    # still loads
+    import torch
+    from ranking.model.ranker import Ranker
+    old = Ranker(replace(model.config, bias_shape="mlp"))
+    d_old = save_ranker(old, inputs, tmp_path / "v0")
+    meta_path = d_old / "ranker.json"
+    meta_old = json.loads(meta_path.read_text())
+    del meta_old["config"]["bias_shape"]
+    meta_path.write_text(json.dumps(meta_old))
+    back_old, _, _ = load_ranker(d_old)
+    assert back_old.biasnet.shape == "mlp"
+    for k, v in old.state_dict().items():
+        assert torch.equal(back_old.state_dict()[k], v), k
 
 
 def test_fusion_weights_per_page():
@@ -122,3 +137,24 @@ def test_uncertainty_weighting_learns_task_weights(world):
     # the log-variances move away from their start (0) and every epoch has a finite validation loss
     assert any(abs(v) > 1e-3 for v in logs[-1].values())
     assert all(np.isfinite(e["valid"]["total"]) for e in hist["epochs"])
+
+
+def test_biasnet_has_its_own_step_size_and_no_weight_decay():
+    import torch
+    from ranking.model.ranker import Ranker, RankerConfig
+    from ranking.train import TrainConfig, make_optimizer
+    model = Ranker(RankerConfig(n_users=5, n_streams=5, n_items=5, n_categories=3, n_dense=2, use_transformer=False,
+                                use_target_attention=False))
+    extra = [torch.nn.Parameter(torch.zeros(3))]
+    opt = make_optimizer(model, TrainConfig(lr=1e-3, weight_decay=0.01, biasnet_lr=0.1), extra=extra)
+    main, bias = opt.param_groups
+    assert {id(p) for p in bias["params"]} == {id(p) for p in model.biasnet.parameters()}
+    assert bias["lr"] == 0.1 and bias["weight_decay"] == 0.0
+    assert main["lr"] == 1e-3 and main["weight_decay"] == 0.01 and any(p is extra[0] for p in main["params"])
+    n = sum(1 for _ in model.parameters())
+    assert len(main["params"]) + len(bias["params"]) == n + 1
+    (single,) = make_optimizer(model, TrainConfig(biasnet_lr=None)).param_groups
+    assert len(single["params"]) == n
+    no_bias = Ranker(RankerConfig(n_users=5, n_streams=5, n_items=5, n_categories=3, n_dense=2, use_transformer=False,
+                                  use_target_attention=False, use_biasnet=False))
+    assert len(make_optimizer(no_bias, TrainConfig()).param_groups) == 1

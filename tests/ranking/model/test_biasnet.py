@@ -1,4 +1,6 @@
-"""BiasNet: unknown positions add nothing, clamping, pages, position_logits, training-start no-op."""
+"""BiasNet: unknown positions add nothing, clamping, pages, position_logits, training-start no-op;
+the monotone shape never rises with the slot; the multiplicative form is a log probability."""
+import pytest
 import torch
 from torch import nn
 
@@ -7,7 +9,7 @@ from ranking.model.biasnet import BiasNet
 
 def _trained_like(seed=0, **kw) -> BiasNet:
     torch.manual_seed(seed)
-    net = BiasNet(**kw)
+    net = BiasNet(**{"shape": "mlp", **kw})
     with torch.no_grad():                          # the output layer starts at 0: perturb it
         nn.init.normal_(net.out.weight)
         net.out.bias.fill_(0.3)
@@ -15,10 +17,59 @@ def _trained_like(seed=0, **kw) -> BiasNet:
 
 
 def test_starts_as_a_no_op():
-    net = BiasNet()
+    net = BiasNet(shape="mlp")
     logit = net(torch.tensor([1, 2, 30]), torch.tensor([1, 0, 3]))
     assert torch.equal(logit, torch.zeros(3))
-    assert repr(net) == "BiasNet(positions=64, pages=8, d=8, hidden=16)"
+    assert repr(net) == "BiasNet(positions=64, pages=8, d=8, hidden=16, form=additive, shape=mlp)"
+    assert repr(BiasNet()) == "BiasNet(positions=64, pages=8, form=additive, shape=monotone)"
+
+
+def test_monotone_starts_nearly_flat_and_never_rises():
+    net = BiasNet(n_positions=12)
+    logit = net(torch.arange(0, 15))
+    assert logit[0] == 0 and logit[1] == 0                           # unknown; slot 1 is the level (0)
+    step = torch.nn.functional.softplus(torch.tensor(BiasNet.DECREMENT_INIT))
+    torch.testing.assert_close(logit[1:12], -step * torch.arange(0, 11).float())   # slot k: -(k-1)·0.049
+    assert (logit[11:] == logit[11]).all()                           # clamped to the last slot
+    torch.manual_seed(0)
+    with torch.no_grad():                                            # any parameters: still non-increasing
+        net.decrement.normal_(std=3.0)
+        net.level.fill_(0.7)
+        net.page_offset.weight.normal_()
+        net.page_offset.weight[0] = 0
+    for page in (None, torch.full((11,), 3)):
+        logit = net(torch.arange(1, 12), page)
+        assert (logit[1:] <= logit[:-1]).all()
+    shift = net(torch.arange(1, 12), torch.full((11,), 3)) - net(torch.arange(1, 12))
+    torch.testing.assert_close(shift, torch.full((11,), net.page_offset.weight[3, 0].item()))   # a page shifts all slots
+    torch.testing.assert_close(net(torch.arange(1, 12), torch.zeros(11, dtype=torch.long)), net(torch.arange(1, 12)))
+    net(torch.tensor([1, 4, 9, 0]), torch.tensor([1, 2, 0, 1])).sum().backward()
+    assert net.decrement.grad[2:10].abs().sum() > 0 and (net.decrement.grad[10:] == 0).all()
+    assert net.decrement.grad[:2].abs().sum() == 0                   # rows 0 and 1 are never used
+    with pytest.raises(ValueError, match="shape"):
+        BiasNet(shape="isotonic")
+
+
+@pytest.mark.parametrize("shape", ["mlp", "monotone"])
+def test_multiplicative_form_is_a_log_examination_probability(shape):
+    net = BiasNet(form="multiplicative", shape=shape)
+    log_exam = net(torch.tensor([0, 1, 2, 30]), torch.tensor([1, 0, 3, 1]))
+    assert log_exam[0] == 0                                          # unknown position: seen
+    # untrained: slot 1 nearly always seen
+    assert abs(log_exam[1].exp().item() - torch.sigmoid(torch.tensor(BiasNet.EXAM_INIT_LOGIT)).item()) < 1e-6
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(std=3.0)
+    log_exam = net(torch.arange(0, 40))
+    assert (log_exam <= 0).all() and log_exam[1:].unique().numel() > 1
+    assert "form=multiplicative" in repr(net)
+    try:
+        BiasNet(form="sum")
+    except ValueError as e:
+        assert "form" in str(e)
+    else:
+        raise AssertionError("an unknown form must be refused")
 
 
 def test_shape_unknown_positions_and_clamping():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ranking.model.biasnet import BiasNet
-from ranking.model.ranker import Ranker, RankerConfig, UncertaintyWeighting, position_curve
+from ranking.model.ranker import Ranker, RankerConfig, UncertaintyWeighting, biased_click_logit, position_curve
 
 SIZES = dict(n_users=40, n_streams=25, n_items=60, n_categories=6, n_dense=5)
 LENGTHS = dict(core_items=4, rt_items=3, user_items=6, user_streams=5)
@@ -91,10 +91,9 @@ def test_full_config_forward_losses_backward():
     weighting(losses).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
-    # every block is trained from the first step (Biasnet's tower starts at an all-zero output
-    # layer, so only that layer moves at first)
+    # every block is trained from the first step (the monotone Biasnet's slot decrements too)
     for prefix in ("user_emb", "item_emb", "leaf_emb", "m2v_user", "dense_proj", "sequence", "target_attention",
-                   "cross", "head", "towers", "biasnet.out"):
+                   "cross", "head", "towers", "biasnet.decrement"):
         grads = [p.grad.abs().sum() for n, p in model.named_parameters() if n.startswith(prefix)]
         assert grads and sum(grads) > 0, prefix
     assert weighting.log_vars.grad.abs().sum() > 0
@@ -169,7 +168,7 @@ def test_reset_parameters_is_deterministic_and_keeps_padding_rows_zero():
 def test_without_biasnet_parity_and_no_biasnet_parameters():
     model = _model(full_config()).eval()
     with torch.no_grad():
-        torch.nn.init.normal_(model.biasnet.out.weight)          # a non-trivial position tower
+        model.biasnet.decrement.normal_()                        # a non-trivial position tower
     serving = model.without_biasnet()
     assert serving.biasnet is None and serving.config.use_biasnet is False
     assert not [n for n, _ in serving.named_parameters() if "biasnet" in n]
@@ -271,9 +270,47 @@ def test_predict_is_debiased_eval_and_restores_the_mode():
     assert set(_model(minimal_config()).predict(batch)) == {"p_ctr"}
 
 
+def test_biased_click_logit_adds_or_multiplies():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(100, generator=g) * 3, torch.randn(100, generator=g) * 2
+    torch.testing.assert_close(biased_click_logit(a, b, "additive"), a + b)
+    log_exam = -torch.rand(100, generator=g) * 4                   # log P(seen) <= 0
+    z = biased_click_logit(a, log_exam, "multiplicative")
+    torch.testing.assert_close(torch.sigmoid(z), torch.sigmoid(a) * log_exam.exp(), atol=1e-6, rtol=1e-5)
+    # extreme: always seen and a huge logit stays finite, and gradients exist
+    a2 = torch.tensor([60.0, -60.0, 0.0], requires_grad=True)
+    z2 = biased_click_logit(a2, torch.zeros(3), "multiplicative")
+    assert torch.isfinite(z2).all()
+    z2.sum().backward()
+    assert torch.isfinite(a2.grad).all()
+    with pytest.raises(ValueError):
+        biased_click_logit(a, b, "max")
+
+
+def test_multiplicative_losses_and_curve():
+    model = _model(full_config(bias_form="multiplicative"))
+    assert model.biasnet.form == "multiplicative"
+    g = torch.Generator().manual_seed(0)
+    out = {"ctr_logit": torch.randn(8, generator=g), "bias_logit": -torch.rand(8, generator=g)}
+    labels = make_labels(B=8)
+    p = torch.sigmoid(out["ctr_logit"]) * out["bias_logit"].exp()
+    expected = torch.nn.functional.binary_cross_entropy(p, labels["click"])
+    torch.testing.assert_close(model.losses(out, {"click": labels["click"]})["ctr"], expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        model.biasnet.decrement.normal_(generator=g)
+    # the curve is exp(b_k - b_1) whatever the debiased logits
+    b = model.biasnet.position_logits(range(1, 6))
+    for a in (torch.randn(30, generator=g), torch.full((30,), 5.0)):
+        torch.testing.assert_close(position_curve(model, a, positions=range(1, 6)), (b - b[0]).exp(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError):
+        full_config(bias_form="both")
+    with pytest.raises(ValueError):
+        full_config(bias_shape="spline")
+
+
 def test_position_curve_is_the_ratio_of_mean_click_rates():
     torch.manual_seed(0)
-    net = BiasNet(n_positions=12)
+    net = BiasNet(n_positions=12, shape="mlp")
     with torch.no_grad():
         torch.nn.init.normal_(net.out.weight)
     a = torch.randn(50)
