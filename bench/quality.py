@@ -138,6 +138,22 @@ class SimulatorTask(Task):
         self.truth = pd.read_parquet(Path(settings.artifact_dir) / TRUTH_FILE)
         self.name, self.tasks = "simulator", ("click", "purchase", "stay")
 
+    def curve_floor(self) -> dict:
+        """How well the planted position curve can be read off this world's clicks at all (max abs
+        error vs the truth, slots 1..10, all rows): with each impression's TRUE relevance known
+        (clicks / relevance per slot), and from the exploration slates alone (CTR per slot)."""
+        from store.sources.simulator import examination
+        f = pd.concat([self.fit, self.stop, self.test], ignore_index=True)
+        tr = self.truth.drop_duplicates("event_id").set_index("event_id").loc[f["event_id"].astype(str)]
+        pos, y = pd.to_numeric(f["position"]).to_numpy(), f["click"].to_numpy(float)
+        true = examination(np.arange(1, 11)) / examination(1)
+        known = pd.DataFrame({"y": y, "rel": tr["relevance"].to_numpy(float), "pos": pos}).groupby("pos").sum()
+        c_known = (known["y"] / known["rel"]).reindex(range(1, 11)).to_numpy()
+        rnd = tr["randomized"].to_numpy(bool)
+        c_rnd = pd.Series(y[rnd]).groupby(pos[rnd]).mean().reindex(range(1, 11)).to_numpy()
+        return {"known_relevance": round(float(np.nanmax(np.abs(c_known / c_known[0] - true))), 4),
+                "exploration_slates": round(float(np.nanmax(np.abs(c_rnd / c_rnd[0] - true))), 4)}
+
     def metrics(self, out: dict) -> dict:
         from ranking.evaluate import ndcg_at_k
         from ranking.metrics import auc, gauc
@@ -351,6 +367,9 @@ def main(argv=None) -> int:
         task.graph_cut = graph_cut(task.fit)
         print(f"[{name}] prepared: fit {len(task.fit):,} / stop {len(task.stop):,} / test {len(task.test):,} rows "
               f"in {time.perf_counter() - t0:.0f}s", flush=True)
+        if isinstance(task, SimulatorTask):
+            print(f"[{name}] position-curve max error of reference estimators on this world: {task.curve_floor()}",
+                  flush=True)
         export_inputs = None
         for seed in seeds:
             from graph.build import build_graph
