@@ -166,7 +166,7 @@ def train_and_register_embeddings(settings, *, config=None, end: Optional[dateti
     """
     from store.ingest import data_version, load_catalog, load_events
     from store.jobs import job_run
-    from store.registry import find_model, promote, register_model
+    from store.registry import already_trained, promote, register_model
 
     from .build import build_graph
     from .metapath2vec import M2VConfig, train_metapath2vec
@@ -182,14 +182,13 @@ def train_and_register_embeddings(settings, *, config=None, end: Optional[dateti
     if window_days is not None:
         key += f"/{float(window_days):g}d"
     key += f"#{_config_key(config)}"
-    existing = find_model(url, MODEL_NAME, data_version=key)
-    if existing is not None:
-        log.info("train_and_register_embeddings: %s already trained (%s)", key, existing["version"])
-        return dict(existing, skipped=True)
+    done = already_trained(url, MODEL_NAME, key)
+    if done is not None:
+        log.info("train_and_register_embeddings: %s already trained (%s)", key, done["version"])
+        return done
     with job_run(url, "train_graph_embeddings", key) as job:
         if job.skip:
-            row = find_model(url, MODEL_NAME, data_version=key)
-            return dict(row or {"data_version": key, **job.detail}, skipped=True)
+            return already_trained(url, MODEL_NAME, key, job.detail)
         start = None
         if window_days is not None:
             from datetime import timedelta

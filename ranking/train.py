@@ -382,7 +382,7 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
     from feature_repo.features import FEATURE_COLUMNS
     from store.ingest import data_version, load_catalog, load_events
     from store.jobs import job_run
-    from store.registry import active_model, find_model, promote, register_model
+    from store.registry import active_model, already_trained, promote, register_model
     from store.sources import TRUTH_FILE
 
     from .evaluate import evaluate_ranker, write_report
@@ -398,14 +398,13 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
     fingerprint = hashlib.sha1(json.dumps([asdict(cfg), ranker_overrides or {}], sort_keys=True,
                                           default=str).encode()).hexdigest()[:8]
     key = data_version(url) + (f"@{end.isoformat()}" if end is not None else "") + f"#{fingerprint}"
-    existing = find_model(url, MODEL_NAME, data_version=key)
-    if existing is not None:
-        log.info("train_and_register_ranker: %s already trained (%s)", key, existing["version"])
-        return dict(existing, skipped=True)
+    done = already_trained(url, MODEL_NAME, key)
+    if done is not None:
+        log.info("train_and_register_ranker: %s already trained (%s)", key, done["version"])
+        return done
     with job_run(url, "train_ranker", key) as job:
         if job.skip:
-            row = find_model(url, MODEL_NAME, data_version=key)
-            return dict(row or {"data_version": key, **job.detail}, skipped=True)
+            return already_trained(url, MODEL_NAME, key, job.detail)
         events = load_events(url, end=end)
         catalog = load_catalog(url)
         labels_df = impression_labels(events, catalog.get("streams"))

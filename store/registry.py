@@ -75,6 +75,16 @@ def find_model(url: str, name: str, *, data_version: str) -> Optional[dict]:
         return _as_dict(m) if m is not None else None
 
 
+def already_trained(url: str, name: str, key: str, job_detail: Optional[dict] = None) -> Optional[dict]:
+    """What an idempotent training job returns when ``key`` (its data version) needs no run: the
+    registered version, marked ``skipped``; with ``job_detail`` (the job claimed elsewhere or done
+    without a version) always a result, else ``None`` when nothing is registered yet."""
+    row = find_model(url, name, data_version=key)
+    if row is None and job_detail is None:
+        return None
+    return dict(row or {"data_version": key, **job_detail}, skipped=True)
+
+
 def list_models(url: str, name: Optional[str] = None) -> list[dict]:
     with session_scope(url) as s:
         q = select(ModelVersion).order_by(ModelVersion.id.desc())

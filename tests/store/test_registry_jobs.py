@@ -1,7 +1,7 @@
 import pytest
 
 from store.jobs import job_run, last_runs
-from store.registry import active_model, list_models, promote, register_model
+from store.registry import active_model, already_trained, list_models, promote, register_model
 
 
 def test_register_promote_retire(database_url):
@@ -37,3 +37,15 @@ def test_job_run_once_per_key_and_retry_after_failure(database_url):
     with job_run(url, "stats", "k2") as job:
         assert not job.skip
     assert last_runs(url, "stats")[0]["status"] == "done"
+
+
+def test_already_trained_returns_the_registered_version_or_the_job_detail(database_url):
+    url = database_url
+    assert already_trained(url, "ranker", "d1#abc") is None
+    assert already_trained(url, "ranker", "d1#abc", {"note": "claimed elsewhere"}) == \
+        {"data_version": "d1#abc", "note": "claimed elsewhere", "skipped": True}
+    register_model(url, "ranker", "v1", "/a/v1", {"auc": 0.7}, data_version="d1#abc")
+    register_model(url, "gbdt", "g1", "/a/g1", {}, data_version="d1#abc")
+    done = already_trained(url, "ranker", "d1#abc", {"note": "ignored"})
+    assert done["version"] == "v1" and done["skipped"] is True and "note" not in done
+    assert already_trained(url, "ranker", "d2#abc") is None

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ranking.model.biasnet import BiasNet
+from tests.ranking.model.checks import assert_reset_is_deterministic
 
 
 def _trained_like(seed=0, **kw) -> BiasNet:
@@ -103,9 +104,4 @@ def test_gradients_and_deterministic_reset():
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert torch.equal(net.position_emb.weight.grad[0], torch.zeros(8))   # padding row: no grad
-    torch.manual_seed(5)
-    net.reset_parameters()
-    first = {k: v.clone() for k, v in net.state_dict().items()}
-    torch.manual_seed(5)
-    net.reset_parameters()
-    assert all(torch.equal(first[k], v) for k, v in net.state_dict().items())
+    assert_reset_is_deterministic(net, seed=5)

@@ -2,6 +2,7 @@
 import torch
 
 from ranking.model.cross import CrossNetMix
+from tests.ranking.model.checks import assert_reset_is_deterministic
 
 
 def _reference(net: CrossNetMix, x: torch.Tensor) -> torch.Tensor:
@@ -46,10 +47,5 @@ def test_gradients_and_deterministic_reset():
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert x.grad.abs().sum() > 0
-    torch.manual_seed(7)
-    net.reset_parameters()
-    first = {k: v.clone() for k, v in net.state_dict().items()}
-    torch.manual_seed(7)
-    net.reset_parameters()
-    assert all(torch.equal(first[k], v) for k, v in net.state_dict().items())
+    assert_reset_is_deterministic(net, seed=7)
     assert torch.equal(net.bias, torch.zeros_like(net.bias))

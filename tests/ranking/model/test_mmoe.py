@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from ranking.model.mmoe import MMoE, SharedBottom
+from tests.ranking.model.checks import assert_reset_is_deterministic
 
 
 def test_mmoe_shapes_and_gates_sum_to_one():
@@ -34,12 +35,7 @@ def test_mmoe_gradients_dropout_and_reset():
         assert p.grad is not None, name
     head.eval()
     torch.testing.assert_close(head(x)[0], head(x)[0], atol=0, rtol=0)      # no dropout in eval
-    torch.manual_seed(2)
-    head.reset_parameters()
-    first = {k: v.clone() for k, v in head.state_dict().items()}
-    torch.manual_seed(2)
-    head.reset_parameters()
-    assert all(torch.equal(first[k], v) for k, v in head.state_dict().items())
+    assert_reset_is_deterministic(head, seed=2)
     assert "MMoE(10, 64, tasks=2, experts=3" in repr(head)
 
 

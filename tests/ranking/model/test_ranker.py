@@ -7,6 +7,7 @@ import torch
 
 from ranking.model.biasnet import BiasNet
 from ranking.model.ranker import Ranker, RankerConfig, UncertaintyWeighting, biased_click_logit, position_curve
+from tests.ranking.model.checks import assert_reset_is_deterministic
 
 SIZES = dict(n_users=40, n_streams=25, n_items=60, n_categories=6, n_dense=5)
 LENGTHS = dict(core_items=4, rt_items=3, user_items=6, user_streams=5)
@@ -153,12 +154,7 @@ def test_padding_rows_do_not_matter():
 
 def test_reset_parameters_is_deterministic_and_keeps_padding_rows_zero():
     model = _model(full_config())
-    torch.manual_seed(11)
-    model.reset_parameters()
-    first = {k: v.clone() for k, v in model.state_dict().items()}
-    torch.manual_seed(11)
-    model.reset_parameters()
-    assert all(torch.equal(first[k], v) for k, v in model.state_dict().items())
+    assert_reset_is_deterministic(model, seed=11)
     for emb in (model.user_emb, model.stream_emb, model.item_emb, model.category_emb, model.leaf_emb):
         assert torch.equal(emb.weight[0], torch.zeros(16))
     assert "Ranker(d=16" in repr(model)

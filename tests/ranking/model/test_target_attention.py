@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from ranking.model.target_attention import Dice, TargetAttention
+from tests.ranking.model.checks import assert_reset_is_deterministic
 
 D, L = 8, 6
 
@@ -119,12 +120,7 @@ def test_dice_statistics():
 
 def test_reset_parameters_is_deterministic_and_arguments_checked():
     att = TargetAttention(D)
-    torch.manual_seed(1)
-    att.reset_parameters()
-    first = {k: v.clone() for k, v in att.state_dict().items()}
-    torch.manual_seed(1)
-    att.reset_parameters()
-    assert all(torch.equal(first[k], v) for k, v in att.state_dict().items())
+    assert_reset_is_deterministic(att, seed=1)
     with pytest.raises(ValueError):
         TargetAttention(D, activation="relu")
     with pytest.raises(ValueError):
