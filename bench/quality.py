@@ -23,8 +23,10 @@ Metapath2vec vectors are point in time: trained on the events of the first 30 % 
 Models: ``lightgbm`` (V1, the product's GBDT), ours = ``v2`` (dense + ids + GBDT leaves + DIN target
 attention), ``v3`` (+ Metapath2vec), ``full`` (+ the live-stream transformer: V4), ablations
 ``full_shared_bottom`` (no MMoE), ``full_no_leaves``, ``full_no_biasnet``, ``full_pal`` (Biasnet
-multiplied in as an examination probability, PAL) and ``full_mlp_biasnet`` (a free per-slot MLP
-tower instead of the monotone one) — the last three on the simulator only: Twitch has no positions; peers (run in ``.bench-venv`` by bench/peers.py on an exported copy of the same rows:
+multiplied in as an examination probability, PAL), ``full_mlp_biasnet`` (a free per-slot MLP
+tower instead of the monotone one) and ``full_harvested`` (PAL with the curve harvested from
+repeated user–stream pairs of the training period, fixed during training:
+``ranking.position_bias``) — the last four on the simulator only: Twitch has no positions; peers (run in ``.bench-venv`` by bench/peers.py on an exported copy of the same rows:
 ids, normalised dense statistics, the user's recent streams): torch-rechub MMoE / DIN / BST,
 DeepCTR-Torch MMoE / DIN. Every model × seed; mean ± std printed as one table per task, written to
 ``OUT/quality.json`` and ``OUT/quality.md`` (the raw rows per task in ``OUT/results_<task>.json``:
@@ -68,6 +70,8 @@ OURS = {
                  "bias_form": "multiplicative"},
     "full_mlp_biasnet": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                          "bias_shape": "mlp"},
+    "full_harvested": {"use_transformer": True, "use_target_attention": True, "m2v": True,
+                       "bias_form": "multiplicative", "bias_shape": "table"},
     "full_no_biasnet": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                         "use_biasnet": False},
 }
@@ -210,7 +214,8 @@ def run_ours(task: Task, variant: str, seed: int, gbdt, emb, epochs: int):
         fit = fit[fit["ts"] >= task.graph_cut].reset_index(drop=True)
     model, inputs, hist = train_on_frames(fit, task.stop, list(FEATURE_COLUMNS), catalog=task.catalog,
                                           embeddings=emb if use_m2v else None, gbdt=gbdt if use_leaves else None,
-                                          ranker_overrides=overrides, train_config=cfg, extra_frames=[task.test])
+                                          ranker_overrides=overrides, train_config=cfg, extra_frames=[task.test],
+                                          position_frame=pd.concat([task.fit, task.stop], ignore_index=True))
     secs = time.perf_counter() - t0
     o = outputs(model, inputs, task.test)
     res = {"score": o["ctr_logit"], "ctcvr": o.get("p_ctcvr"), "stay": o.get("stay")}
@@ -381,7 +386,7 @@ def main(argv=None) -> int:
             ge = ge[pd.to_datetime(ge["ts"], utc=True) < task.graph_cut]
             emb = train_metapath2vec(build_graph(ge, task.catalog), M2VConfig(seed=seed))
             for variant in [m for m in models if m in OURS]:
-                if variant in ("full_no_biasnet", "full_pal", "full_mlp_biasnet") and name == "twitch":
+                if variant in ("full_no_biasnet", "full_pal", "full_mlp_biasnet", "full_harvested") and name == "twitch":
                     continue
                 _, inputs, o, extra = run_ours(task, variant, seed, gbdt, emb, args.epochs)
                 if export_inputs is None:

@@ -58,6 +58,9 @@ class TrainConfig:
     # too flat (max error 0.30 on a development world), at 0.02 / 0.05 it still lagged (0.24 /
     # 0.07 with the monotone tower), at 0.1 and 0.2 it had converged (0.034 / 0.036).
     biasnet_lr: Optional[float] = 0.1
+    # after early stopping, fit Biasnet alone to convergence (full batch, L-BFGS) against the kept
+    # epoch's frozen relevance logits; see refit_biasnet
+    refit_biasnet: bool = True
     patience: int = 2                      # epochs without a better validation loss before stopping
     early_stop_on: str = "total"           # validation loss that picks the epoch: "total" or a task name
     loss_weights: Union[dict, str] = field(default_factory=lambda: {"ctr": 1.0, "cvr": 1.0, "stay": 0.2})
@@ -216,8 +219,66 @@ def fit(model, train: dict, train_labels: dict, valid: Optional[dict] = None, va
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if cfg.refit_biasnet and getattr(model, "biasnet", None) is not None:
+        history["biasnet_refit"] = refit_biasnet(model, train, train_labels, rows_all, batch_size=cfg.eval_batch_size)
     model.eval()
     return history
+
+
+def refit_biasnet(model, train: dict, train_labels: dict, rows=None, *, max_iter: int = 200,
+                  batch_size: int = 8192) -> dict:
+    """Fit the position tower alone, to convergence, against the frozen debiased click logits of
+    the kept epoch: minimise the mean click log loss of ``biased_click_logit(a_i, b(k_i, p_i))``
+    over the training rows with full-batch L-BFGS, every other parameter fixed.
+
+    Why: during training Biasnet runs at its own large step size (``biasnet_lr``) so that it
+    reaches the size of a real position effect within the first epoch; at that step size its
+    few parameters keep jittering from batch to batch, and early stopping keeps whatever iterate
+    the chosen epoch ended on. Refitting gives the maximum-likelihood tower for the relevance
+    model that is actually kept. Returns the log loss before / after and the iterations."""
+    import torch
+    import torch.nn.functional as F
+    from .model.ranker import biased_click_logit
+    if rows is not None:
+        train = {k: v[rows] for k, v in train.items()}
+        train_labels = {k: v[rows] for k, v in train_labels.items()}
+    pos = torch.from_numpy(np.ascontiguousarray(train["position"])).long()             # [N]
+    if not bool((pos > 0).any()):
+        return {"skipped": "no known positions"}
+    a = torch.from_numpy(predict_batches(model, train, batch_size=batch_size)["ctr_logit"]).float()  # [N]
+    page = torch.from_numpy(np.ascontiguousarray(train["page"])).long() if "page" in train else None
+    y = torch.from_numpy(np.ascontiguousarray(train_labels["click"])).float()          # [N]
+    tower = model.biasnet
+    params = list(tower.parameters())
+    if not params:
+        return {"skipped": "the tower has no parameters"}
+    form = model.config.bias_form
+
+    def loss_fn():
+        return F.binary_cross_entropy_with_logits(biased_click_logit(a, tower(pos, page), form), y)
+
+    with torch.no_grad():
+        before = float(loss_fn())
+    state = {k: v.detach().clone() for k, v in tower.state_dict().items()}
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+    tower.train()
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        after = float(loss_fn())
+    if not math.isfinite(after) or after > before:        # never leave a worse tower behind
+        tower.load_state_dict(state)
+        after = before
+    tower.eval()
+    return {"loss_before": round(before, 6), "loss_after": round(after, 6),
+            "iterations": int(opt.state[opt._params[0]].get("n_iter", 0))}
 
 
 # ----------------------------------------------------------------------------- artifact
@@ -243,7 +304,7 @@ def load_ranker(directory):
     d = Path(directory)
     meta = json.loads((d / CONFIG_FILE).read_text())
     # versions saved before Biasnet had a shape option used the per-slot MLP
-    model = Ranker(RankerConfig.from_dict({"bias_shape": "mlp", **meta["config"]}))
+    model = Ranker(RankerConfig.from_dict({"bias_form": "additive", "bias_shape": "mlp", **meta["config"]}))
     model.load_state_dict(torch.load(d / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     model.eval()
     return model, RankerInputs.load(d), meta
@@ -288,23 +349,50 @@ def init_output_biases(model, y: dict) -> None:
 
 def train_on_frames(train_df, valid_df, dense_cols, *, catalog=None, embeddings=None, gbdt=None,
                     ranker_overrides: Optional[dict] = None, train_config: Optional[TrainConfig] = None,
-                    extra_frames=(), progress: bool = False):
+                    extra_frames=(), position_frame=None, progress: bool = False):
     """Fit inputs on ``train_df``, build and train a ranker (early stopping on ``valid_df``).
-    Returns (model, inputs, history)."""
+    ``position_frame``: the impressions the harvested position curve is estimated from (default
+    ``train_df``; pass the whole training period when ``train_df`` is a part of it — positions and
+    clicks leak nothing into the curve). Returns (model, inputs, history)."""
     import torch
     from .dataset import RankerInputs, labels
     cfg = train_config or TrainConfig()
     torch.manual_seed(cfg.seed)
     inputs = RankerInputs.fit(train_df, dense_cols, catalog=catalog, embeddings=embeddings, gbdt=gbdt,
                               extra_frames=extra_frames)
-    model = build_ranker(inputs, **(ranker_overrides or {}))
+    overrides = dict(ranker_overrides or {})
+    model = build_ranker(inputs, **overrides)
+    curve_info = None
+    if model.biasnet is not None and model.biasnet.shape == "table":
+        model, curve_info = harvest_into(model, inputs, train_df if position_frame is None else position_frame,
+                                         overrides)
     xt, yt = inputs.transform(train_df), labels(train_df)
     init_output_biases(model, yt)
     xv = yv = None
     if valid_df is not None and len(valid_df):
         xv, yv = inputs.transform(valid_df), labels(valid_df)
     history = fit(model, xt, yt, xv, yv, cfg, progress=progress)
+    if curve_info is not None:
+        history["position_curve_source"] = curve_info
     return model, inputs, history
+
+
+def harvest_into(model, inputs, frame, overrides: dict):
+    """Fill a ``"table"`` Biasnet with the curve harvested from ``frame``
+    (:mod:`ranking.position_bias`). When the log holds too few repeated user–stream exposures at
+    different slots, fall back to the learned monotone tower (same form) and say so. Returns
+    (model, info for the history)."""
+    from .position_bias import harvest_from_frame
+    c = model.biasnet
+    curve = harvest_from_frame(frame, inputs.pages, n_positions=c.n_positions, n_pages=c.n_pages)
+    if curve is None:
+        log.warning("too few user–stream pairs seen at different slots to harvest the position curve: "
+                    "Biasnet falls back to the learned monotone tower")
+        return build_ranker(inputs, **{**overrides, "bias_shape": "monotone"}), {"source": "learned (harvest: too few pairs)"}
+    model.biasnet.set_table(curve.log_exam)
+    log.info("position curve harvested from %d impressions of %d user–stream pairs: %s", curve.rows, curve.pairs,
+             curve.as_dict()["curve"])
+    return model, {"source": "harvested", **curve.as_dict()}
 
 
 # ----------------------------------------------------------------------------- the registry job
@@ -422,7 +510,8 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
         overrides = dict(ranker_overrides or {})
         model, inputs, history = train_on_frames(
             fit_df, stop_df, list(FEATURE_COLUMNS), catalog=catalog, embeddings=embeddings, gbdt=gbdt,
-            ranker_overrides=overrides, train_config=cfg, extra_frames=[valid], progress=progress)
+            ranker_overrides=overrides, train_config=cfg, extra_frames=[valid], progress=progress,
+            position_frame=train)         # a harvested curve ("table" Biasnet) reads the whole training period
         truth_path = Path(settings.artifact_dir) / TRUTH_FILE
         truth = None
         if truth_path.exists():

@@ -40,6 +40,15 @@ adding logits (:func:`~ranking.model.ranker.biased_click_logit`). Its curve is e
 on how likely clicks are. The additive form is the default: it learned the planted multiplicative
 curve better on a development world (bench/quality.py ``full_pal``).
 
+``shape="table"`` holds a fixed table :math:`b(k, p) = T_{p,k}` with no parameters, filled before
+training with the examination curve estimated by intervention harvesting
+(:mod:`ranking.position_bias`: the same user–stream pair shown at different slots). Trained jointly,
+a learnable tower also absorbs the part of the logging policy's ordering that the relevance towers
+have not learned (the policy knows more than the features), and its curve comes out too steep; a
+fixed harvested curve cannot absorb anything, and the relevance towers learn against it. In the
+multiplicative form the table is :math:`\log P(\text{seen})` as is (no sigmoid). This is the
+ranker's default (with ``form="multiplicative"``, the form the harvest estimates).
+
 Shapes: ``position [B] long``, ``page [B] long`` or ``None`` → ``[B]``.
 """
 from __future__ import annotations
@@ -62,11 +71,13 @@ class BiasNet(nn.Module):
         hidden (int): hidden units of the tower.
         form (str): ``"additive"`` (a logit added to the CTR logit) or ``"multiplicative"``
             (the log examination probability; PAL).
-        shape (str): ``"monotone"`` (non-increasing in the position) or ``"mlp"`` (a free
-            embedding per slot through a ReLU layer; ``d`` and ``hidden`` size it).
+        shape (str): ``"monotone"`` (non-increasing in the position), ``"mlp"`` (a free
+            embedding per slot through a ReLU layer; ``d`` and ``hidden`` size it) or
+            ``"table"`` (a fixed ``[n_pages, n_positions]`` table set by :meth:`set_table`, no
+            parameters: the curve harvested from the log, see below).
     """
     FORMS = ("additive", "multiplicative")
-    SHAPES = ("monotone", "mlp")
+    SHAPES = ("monotone", "mlp", "table")
     EXAM_INIT_LOGIT = 4.0
     DECREMENT_INIT = -3.0
 
@@ -86,6 +97,9 @@ class BiasNet(nn.Module):
             self.page_emb = nn.Embedding(n_pages, d, padding_idx=0)
             self.hidden_layer = nn.Linear(d, hidden)
             self.out = nn.Linear(hidden, 1)
+        elif shape == "table":
+            # a fixed log-examination table, filled by set_table (ranking.position_bias); no parameters
+            self.register_buffer("log_exam", torch.zeros(n_pages, n_positions))
         else:
             self.level = nn.Parameter(torch.zeros(()))
             self.decrement = nn.Parameter(torch.zeros(n_positions))    # [n_positions], rows 0 and 1 unused
@@ -100,6 +114,8 @@ class BiasNet(nn.Module):
             self.hidden_layer.reset_parameters()
             nn.init.zeros_(self.out.weight)             # untrained: no position effect at all
             nn.init.constant_(self.out.bias, start)
+        elif self.shape == "table":
+            self.log_exam.zero_()                       # empty table: no position effect
         else:
             nn.init.constant_(self.level, start)
             nn.init.constant_(self.decrement, self.DECREMENT_INIT)
@@ -107,6 +123,9 @@ class BiasNet(nn.Module):
 
     def _raw(self, pos: Tensor, page: Optional[Tensor]) -> Tensor:
         """The tower's score before the form's transform: ``pos [B]`` (clamped) → ``[B]``."""
+        if self.shape == "table":
+            row = page.clamp(0, self.n_pages - 1) if page is not None else torch.zeros_like(pos)
+            return self.log_exam[row, pos]                                             # [B]
         if self.shape == "mlp":
             h = self.position_emb(pos)                                                 # [B, d]
             if page is not None:
@@ -124,15 +143,32 @@ class BiasNet(nn.Module):
         known = position > 0                                                       # [B]
         pos = position.clamp(0, self.n_positions - 1)                              # [B]
         logit = self._raw(pos, page)                                               # [B]
-        if self.form == "multiplicative":
+        if self.form == "multiplicative" and self.shape != "table":
             logit = F.logsigmoid(logit)                                            # [B] log P(seen) <= 0
         return logit * known.to(logit.dtype)                                       # [B] 0 where unknown
+
+    @torch.no_grad()
+    def set_table(self, log_exam) -> "BiasNet":
+        """Fill the ``"table"`` shape with ``log_exam [n_pages, n_positions]`` (e.g.
+        :func:`ranking.position_bias.harvest_examination`); in the multiplicative form the values
+        are log P(seen) and must be <= 0."""
+        if self.shape != "table":
+            raise ValueError(f"set_table needs shape='table', this tower is {self.shape!r}")
+        t = torch.as_tensor(log_exam, dtype=self.log_exam.dtype)
+        if tuple(t.shape) != tuple(self.log_exam.shape):
+            raise ValueError(f"log_exam must be {tuple(self.log_exam.shape)}, got {tuple(t.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError("log_exam has non-finite values")
+        if self.form == "multiplicative" and bool((t > 1e-6).any()):
+            raise ValueError("a multiplicative table holds log probabilities: values must be <= 0")
+        self.log_exam.copy_(t)
+        return self
 
     def position_logits(self, positions: Union[Tensor, Sequence[int]],
                         page: Optional[Union[Tensor, int]] = None) -> Tensor:
         """The tower's logit for each of ``positions [P]`` (on ``page``: an id, ``[P]`` ids or
         ``None``) → ``[P]``."""
-        device = next(self.parameters()).device
+        device = next(iter(self.state_dict().values())).device
         positions = torch.as_tensor(positions, dtype=torch.long, device=device).reshape(-1)  # [P]
         if page is not None:
             page = torch.as_tensor(page, dtype=torch.long, device=device).expand(positions.shape)  # [P]

@@ -101,18 +101,18 @@ def test_save_load_and_report(tmp_path, world, trained):
         assert (tmp_path / "report" / png).stat().st_size > 1000
         assert png in html
     assert json.dumps(m["auc"]) in html
-    # a version saved before Biasnet had a shape (config without "bias_shape": the per-slot MLP)
-    # still loads
+    # a version saved before Biasnet had a shape or a form (config without "bias_shape" /
+    # "bias_form": the additive per-slot MLP) still loads
     import torch
     from ranking.model.ranker import Ranker
     old = Ranker(replace(model.config, bias_shape="mlp"))
     d_old = save_ranker(old, inputs, tmp_path / "v0")
     meta_path = d_old / "ranker.json"
     meta_old = json.loads(meta_path.read_text())
-    del meta_old["config"]["bias_shape"]
+    del meta_old["config"]["bias_shape"], meta_old["config"]["bias_form"]
     meta_path.write_text(json.dumps(meta_old))
     back_old, _, _ = load_ranker(d_old)
-    assert back_old.biasnet.shape == "mlp"
+    assert back_old.biasnet.shape == "mlp" and back_old.biasnet.form == "additive"
     for k, v in old.state_dict().items():
         assert torch.equal(back_old.state_dict()[k], v), k
 
@@ -158,3 +158,55 @@ def test_biasnet_has_its_own_step_size_and_no_weight_decay():
     no_bias = Ranker(RankerConfig(n_users=5, n_streams=5, n_items=5, n_categories=3, n_dense=2, use_transformer=False,
                                   use_target_attention=False, use_biasnet=False))
     assert len(make_optimizer(no_bias, TrainConfig()).param_groups) == 1
+
+
+def test_harvested_biasnet_is_fixed_during_training(world):
+    """bias_shape="table": the curve harvested from the training rows' repeated user–stream pairs,
+    written into Biasnet before training, untouched by it, recorded in the history."""
+    from ranking.position_bias import harvest_from_frame
+    fit, stop, test, truth = world
+    cfg = TrainConfig(epochs=2, batch_size=1024, lr=5e-3, seed=0, threads=1)
+    over = {**SMALL, "bias_form": "multiplicative", "bias_shape": "table"}
+    model, inputs, hist = train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides=over, train_config=cfg)
+    assert model.biasnet.shape == "table" and not list(model.biasnet.parameters())
+    src = hist["position_curve_source"]
+    assert src["source"] == "harvested" and src["pairs"] > 1000 and src["max_position"] == 10
+    expected = harvest_from_frame(fit, inputs.pages, n_positions=model.config.n_positions,
+                                  n_pages=model.config.n_pages)
+    np.testing.assert_allclose(model.biasnet.log_exam.numpy(), expected.log_exam, atol=1e-6)   # training left it alone
+    m = evaluate_ranker(model, inputs, test, truth=truth)
+    np.testing.assert_allclose(m["position_curve"]["learned"], expected.curve(inputs.page_index("live_tab")), atol=1e-4)
+    assert m["position_curve_max_err"] <= 0.06, m["position_curve"]
+    assert "biasnet_refit" not in hist or "skipped" in hist["biasnet_refit"]
+    # another frame for the curve (the whole training period): a different table
+    _, _, hist2 = train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides=over,
+                                  train_config=replace(cfg, epochs=1), position_frame=fit.iloc[: len(fit) // 2])
+    assert hist2["position_curve_source"]["rows"] < src["rows"]
+
+
+def test_harvest_falls_back_to_the_learned_tower_on_a_short_log(world):
+    fit, stop, _, _ = world
+    cfg = TrainConfig(epochs=1, batch_size=256, seed=0, threads=1)
+    model, _, hist = train_on_frames(fit.iloc[:300], stop.iloc[:100], ["taste", "quality"],
+                                     ranker_overrides={**SMALL, "bias_form": "multiplicative", "bias_shape": "table"},
+                                     train_config=cfg)
+    assert hist["position_curve_source"]["source"].startswith("learned")
+    assert model.biasnet.shape == "monotone" and model.biasnet.form == "multiplicative"
+    assert model.config.bias_shape == "monotone"
+
+
+def test_refit_biasnet_reaches_the_tower_optimum(world, trained):
+    """After early stopping the learned tower is refitted alone (L-BFGS, full batch): the click
+    loss does not rise, and a second refit finds nothing left to gain."""
+    from ranking.dataset import labels
+    from ranking.train import refit_biasnet
+    fit, _, _, _ = world
+    import copy
+    (model, inputs, hist), _ = trained
+    model = copy.deepcopy(model)                    # the fixture's model is shared with other tests
+    info = hist["biasnet_refit"]
+    assert info["loss_after"] <= info["loss_before"] and info["iterations"] >= 1
+    x, y = inputs.transform(fit), labels(fit)
+    again = refit_biasnet(model, x, y)
+    assert again["loss_before"] - again["loss_after"] < 1e-5, again
+    assert refit_biasnet(model, {**x, "position": np.zeros_like(x["position"])}, y) == {"skipped": "no known positions"}

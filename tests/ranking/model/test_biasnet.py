@@ -105,3 +105,34 @@ def test_gradients_and_deterministic_reset():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert torch.equal(net.position_emb.weight.grad[0], torch.zeros(8))   # padding row: no grad
     assert_reset_is_deterministic(net, seed=5)
+
+
+@pytest.mark.parametrize("form", ["multiplicative", "additive"])
+def test_table_shape_is_a_fixed_filled_table(form):
+    net = BiasNet(n_positions=12, n_pages=3, form=form, shape="table")
+    assert list(net.parameters()) == [] and "shape=table" in repr(net)
+    assert torch.equal(net(torch.tensor([0, 1, 5, 40])), torch.zeros(4))       # empty: no position effect
+    table = -torch.arange(12, dtype=torch.float32).repeat(3, 1) * 0.1            # [3, 12]
+    table[2] -= 0.5                                                              # page 2 seen less
+    table[:, 0] = 0
+    assert net.set_table(table) is net
+    got = net(torch.tensor([0, 1, 3, 11, 40, 3]), torch.tensor([1, 1, 1, 1, 1, 7]))
+    torch.testing.assert_close(got, torch.tensor([0.0, -0.1, -0.3, -1.1, -1.1, -0.8]))   # unknown slot 0; clamps
+    torch.testing.assert_close(net.position_logits([1, 2], page=2), torch.tensor([-0.6, -0.7]))
+    torch.testing.assert_close(net(torch.tensor([2])), torch.tensor([-0.2]))     # no page: row 0
+    state = net.state_dict()
+    assert set(state) == {"log_exam"}                                           # saved with the model
+    other = BiasNet(n_positions=12, n_pages=3, form=form, shape="table")
+    other.load_state_dict(state)
+    torch.testing.assert_close(other(torch.tensor([3]), torch.tensor([2])), torch.tensor([-0.8]))
+    net.reset_parameters()
+    assert torch.equal(net.log_exam, torch.zeros(3, 12))
+    with pytest.raises(ValueError, match="must be"):
+        net.set_table(torch.zeros(2, 12))
+    with pytest.raises(ValueError, match="non-finite"):
+        net.set_table(torch.full((3, 12), float("nan")))
+    if form == "multiplicative":
+        with pytest.raises(ValueError, match="<= 0"):
+            net.set_table(torch.full((3, 12), 0.2))
+    with pytest.raises(ValueError, match="shape='table'"):
+        BiasNet().set_table(table)
