@@ -26,7 +26,8 @@ attention), ``v3`` (+ Metapath2vec), ``full`` (+ the live-stream transformer: V4
 multiplied in as an examination probability, PAL), ``full_mlp_biasnet`` (a free per-slot MLP
 tower instead of the monotone one) and ``full_harvested`` (PAL with the curve harvested from
 repeated user–stream pairs of the training period, fixed during training:
-``ranking.position_bias``) — the last four on the simulator only: Twitch has no positions; peers (run in ``.bench-venv`` by bench/peers.py on an exported copy of the same rows:
+``ranking.position_bias``) and ``full_no_refit`` (the learned tower as early stopping left it, not
+refitted alone afterwards) — the last five on the simulator only: Twitch has no positions; peers (run in ``.bench-venv`` by bench/peers.py on an exported copy of the same rows:
 ids, normalised dense statistics, the user's recent streams): torch-rechub MMoE / DIN / BST,
 DeepCTR-Torch MMoE / DIN. Every model × seed; mean ± std printed as one table per task, written to
 ``OUT/quality.json`` and ``OUT/quality.md`` (the raw rows per task in ``OUT/results_<task>.json``:
@@ -72,12 +73,15 @@ OURS = {
                          "bias_shape": "mlp"},
     "full_harvested": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                        "bias_form": "multiplicative", "bias_shape": "table"},
+    "full_no_refit": {"use_transformer": True, "use_target_attention": True, "m2v": True,
+                      "train": {"refit_biasnet": False}},
     "full_no_biasnet": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                         "use_biasnet": False},
 }
 PEERS = ["rechub_mmoe", "rechub_din", "rechub_bst", "deepctr_mmoe", "deepctr_din"]
 EPOCHS = 4
 BATCH = 1024
+SIMULATOR_ONLY = ("full_no_biasnet", "full_pal", "full_mlp_biasnet", "full_harvested", "full_no_refit")  # Biasnet variants
 THREADS = 1               # one process per task: 2 tasks use the 2 cores better than 2 threads each
 
 
@@ -145,7 +149,8 @@ class SimulatorTask(Task):
     def curve_floor(self) -> dict:
         """How well the planted position curve can be read off this world's clicks at all (max abs
         error vs the truth, slots 1..10, all rows): with each impression's TRUE relevance known
-        (clicks / relevance per slot), and from the exploration slates alone (CTR per slot)."""
+        (clicks / relevance per slot), from the exploration slates alone (CTR per slot), and each
+        Biasnet form fitted alone on the true relevance."""
         from store.sources.simulator import examination
         f = pd.concat([self.fit, self.stop, self.test], ignore_index=True)
         tr = self.truth.drop_duplicates("event_id").set_index("event_id").loc[f["event_id"].astype(str)]
@@ -155,8 +160,24 @@ class SimulatorTask(Task):
         c_known = (known["y"] / known["rel"]).reindex(range(1, 11)).to_numpy()
         rnd = tr["randomized"].to_numpy(bool)
         c_rnd = pd.Series(y[rnd]).groupby(pos[rnd]).mean().reindex(range(1, 11)).to_numpy()
-        return {"known_relevance": round(float(np.nanmax(np.abs(c_known / c_known[0] - true))), 4),
-                "exploration_slates": round(float(np.nanmax(np.abs(c_rnd / c_rnd[0] - true))), 4)}
+        out = {"known_relevance": round(float(np.nanmax(np.abs(c_known / c_known[0] - true))), 4),
+               "exploration_slates": round(float(np.nanmax(np.abs(c_rnd / c_rnd[0] - true))), 4)}
+        # what each Biasnet form reaches at best: the monotone tower fitted alone (maximum
+        # likelihood) with the TRUE relevance as the debiased logit — the form's own error floor
+        import torch
+        from ranking.model.biasnet import BiasNet
+        from ranking.model.ranker import position_curve
+        from ranking.train import fit_biasnet_to_logits
+        rel = np.clip(tr["relevance"].to_numpy(float), 1e-6, 1 - 1e-6)
+        a = torch.from_numpy(np.log(rel) - np.log1p(-rel)).float()                       # [N]
+        p_t, y_t = torch.from_numpy(pos).long(), torch.from_numpy(y).float()            # [N]
+        for form in BiasNet.FORMS:
+            torch.manual_seed(0)
+            tower = BiasNet(form=form, shape="monotone")
+            fit_biasnet_to_logits(tower, a, p_t, None, y_t, form)
+            curve = position_curve(tower, a).numpy()                                      # [10]
+            out[f"true_relevance_{form}_tower"] = round(float(np.max(np.abs(curve - true))), 4)
+        return out
 
     def metrics(self, out: dict) -> dict:
         from ranking.evaluate import ndcg_at_k
@@ -204,10 +225,11 @@ def run_ours(task: Task, variant: str, seed: int, gbdt, emb, epochs: int):
     spec = dict(OURS[variant])
     use_m2v = spec.pop("m2v")
     use_leaves = spec.pop("leaves", True)
+    train_overrides = spec.pop("train", {})
     overrides = dict(spec)
     if task.name == "twitch":
         overrides.update(tasks=("ctr",), use_biasnet=False)
-    cfg = TrainConfig(seed=seed, epochs=epochs, batch_size=BATCH, threads=THREADS)
+    cfg = TrainConfig(seed=seed, epochs=epochs, batch_size=BATCH, threads=THREADS, **train_overrides)
     t0 = time.perf_counter()
     fit = task.fit
     if use_m2v:               # point-in-time vectors: the ranker trains on the rows after the graph
@@ -386,7 +408,7 @@ def main(argv=None) -> int:
             ge = ge[pd.to_datetime(ge["ts"], utc=True) < task.graph_cut]
             emb = train_metapath2vec(build_graph(ge, task.catalog), M2VConfig(seed=seed))
             for variant in [m for m in models if m in OURS]:
-                if variant in ("full_no_biasnet", "full_pal", "full_mlp_biasnet", "full_harvested") and name == "twitch":
+                if variant in SIMULATOR_ONLY and name == "twitch":
                     continue
                 _, inputs, o, extra = run_ours(task, variant, seed, gbdt, emb, args.epochs)
                 if export_inputs is None:

@@ -237,25 +237,36 @@ def refit_biasnet(model, train: dict, train_labels: dict, rows=None, *, max_iter
     the chosen epoch ended on. Refitting gives the maximum-likelihood tower for the relevance
     model that is actually kept. Returns the log loss before / after and the iterations."""
     import torch
-    import torch.nn.functional as F
-    from .model.ranker import biased_click_logit
     if rows is not None:
         train = {k: v[rows] for k, v in train.items()}
         train_labels = {k: v[rows] for k, v in train_labels.items()}
     pos = torch.from_numpy(np.ascontiguousarray(train["position"])).long()             # [N]
     if not bool((pos > 0).any()):
         return {"skipped": "no known positions"}
+    if not list(model.biasnet.parameters()):
+        return {"skipped": "the tower has no parameters"}
     a = torch.from_numpy(predict_batches(model, train, batch_size=batch_size)["ctr_logit"]).float()  # [N]
     page = torch.from_numpy(np.ascontiguousarray(train["page"])).long() if "page" in train else None
     y = torch.from_numpy(np.ascontiguousarray(train_labels["click"])).float()          # [N]
-    tower = model.biasnet
+    return fit_biasnet_to_logits(model.biasnet, a, pos, page, y, model.config.bias_form, max_iter=max_iter)
+
+
+def fit_biasnet_to_logits(tower, ctr_logit, position, page, click, form: str, *, max_iter: int = 200) -> dict:
+    """Maximum-likelihood fit of a Biasnet ``tower`` alone: minimise the mean click log loss of
+    ``biased_click_logit(ctr_logit, tower(position, page), form)`` with full-batch L-BFGS
+    (``ctr_logit``, ``position``, ``page``, ``click``: ``[N]`` tensors; ``page`` may be None).
+    Keeps the starting tower when the fit does not lower the loss. Used by :func:`refit_biasnet`
+    and, with the simulator's true relevance as ``ctr_logit``, by bench/quality.py to show what
+    each form can reach at best. Returns the loss before / after and the iterations."""
+    import torch
+    import torch.nn.functional as F
+    from .model.ranker import biased_click_logit
     params = list(tower.parameters())
     if not params:
         return {"skipped": "the tower has no parameters"}
-    form = model.config.bias_form
 
     def loss_fn():
-        return F.binary_cross_entropy_with_logits(biased_click_logit(a, tower(pos, page), form), y)
+        return F.binary_cross_entropy_with_logits(biased_click_logit(ctr_logit, tower(position, page), form), click)
 
     with torch.no_grad():
         before = float(loss_fn())

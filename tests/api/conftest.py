@@ -11,6 +11,7 @@ import pytest
 
 OFFLINE_STREAM = 9999          # in the catalog, never live, no statistics
 N_USERS = 60
+N_ALWAYS_LIVE = 10
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +29,14 @@ def world(tmp_path_factory):
     data = simulate(SimConfig(seed=7, n_users=N_USERS, n_streams=24, n_items=80, n_categories=4, days=3,
                               requests_per_day=150, end=end))
     ingest_source(settings, data, progress=False)
+    # the simulator's broadcasts follow the time of day (24 streams: only 3–4 live around 00:00
+    # UTC), and the tests run at any hour: broadcasts of streams 1..N_ALWAYS_LIVE cover the whole run
+    always = pd.DataFrame({"stream_id": np.arange(1, N_ALWAYS_LIVE + 1),
+                           "start_ts": pd.Timestamp(end) - pd.Timedelta(hours=1),
+                           "end_ts": pd.Timestamp(end) + pd.Timedelta(hours=49)})
     upsert_catalog(settings.database_url,
-                   streams=pd.DataFrame({"stream_id": [OFFLINE_STREAM], "streamer_id": [1], "category": [2]}))
+                   streams=pd.DataFrame({"stream_id": [OFFLINE_STREAM], "streamer_id": [1], "category": [2]}),
+                   live_windows=always)
     apply_definitions(settings)
     run_statistics(settings, progress=False)
     return settings
