@@ -24,7 +24,7 @@ Models: ``lightgbm`` (V1, the product's GBDT), ours = ``v2`` (dense + ids + GBDT
 attention), ``v3`` (+ Metapath2vec), ``full`` (+ the live-stream transformer: V4), ablations
 ``full_shared_bottom`` (no MMoE), ``full_no_leaves``, ``full_no_biasnet``, ``full_pal`` (Biasnet
 multiplied in as an examination probability, PAL), ``full_mlp_biasnet`` (a free per-slot MLP
-tower instead of the monotone one) and ``full_harvested`` (PAL with the curve harvested from
+tower instead of the monotone one), ``full_harvested`` (PAL with the curve harvested from
 repeated user–stream pairs of the training period, fixed during training:
 ``ranking.position_bias``) and ``full_no_refit`` (the learned tower as early stopping left it, not
 refitted alone afterwards) — the last five on the simulator only: Twitch has no positions; peers (run in ``.bench-venv`` by bench/peers.py on an exported copy of the same rows:

@@ -314,7 +314,7 @@ def load_ranker(directory):
     from .model.ranker import Ranker, RankerConfig
     d = Path(directory)
     meta = json.loads((d / CONFIG_FILE).read_text())
-    # versions saved before Biasnet had a shape option used the per-slot MLP
+    # versions saved before Biasnet had a shape / form option used the additive per-slot MLP
     model = Ranker(RankerConfig.from_dict({"bias_form": "additive", "bias_shape": "mlp", **meta["config"]}))
     model.load_state_dict(torch.load(d / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     model.eval()

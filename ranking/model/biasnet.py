@@ -46,8 +46,9 @@ training with the examination curve estimated by intervention harvesting
 a learnable tower also absorbs the part of the logging policy's ordering that the relevance towers
 have not learned (the policy knows more than the features), and its curve comes out too steep; a
 fixed harvested curve cannot absorb anything, and the relevance towers learn against it. In the
-multiplicative form the table is :math:`\log P(\text{seen})` as is (no sigmoid). This is the
-ranker's default (with ``form="multiplicative"``, the form the harvest estimates).
+multiplicative form the table is :math:`\log P(\text{seen})` as is (no sigmoid). An option, not
+the ranker's default (additive, monotone); use it with ``form="multiplicative"``, the form the
+harvest estimates.
 
 Shapes: ``position [B] long``, ``page [B] long`` or ``None`` → ``[B]``.
 """
