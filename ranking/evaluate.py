@@ -12,10 +12,17 @@ Metrics (:func:`evaluate_ranker`, on impressions the model never trained on):
   ``oracle_auc`` (the true p_click), ``position_curve`` (learned vs true examination relative to
   position 1, positions 1..K) with ``position_curve_max_err``, and ``ndcg@10_true`` — per request,
   the slate re-ranked by the debiased score, gains = the TRUE relevance (so a model that learned
-  position instead of relevance is penalised).
+  position instead of relevance is penalised);
+- with a curve harvested from the training log (``harvested``, :mod:`ranking.position_bias`; no
+  truth needed, so it works on real data): ``position_curve_check`` (the learned curve next to the
+  harvested one) and ``position_curve_learned_vs_harvested`` (their max abs difference). The
+  harvested curve needs no relevance model, so a large gap says the learned tower absorbed part
+  of the logging policy's ordering (README, "The transformer ranker"); with the truth also
+  ``position_curve_harvested_max_err``.
 
 :func:`write_report` writes ``index.html`` with PNG plots: loss curves, calibration per task,
-the position curve against the truth (when known), and the metrics table.
+the position curve against the truth and / or the harvested one (when known), and the metrics
+table.
 """
 from __future__ import annotations
 
@@ -102,8 +109,9 @@ def outputs(model, inputs, frame: pd.DataFrame, batch_size: int = 8192) -> dict:
 
 
 def evaluate_ranker(model, inputs, frame: pd.DataFrame, *, truth: Optional[pd.DataFrame] = None,
-                    out: Optional[dict] = None) -> dict:
-    """Validation metrics of one trained ranker on ``frame`` (labels + features + lists)."""
+                    out: Optional[dict] = None, harvested=None) -> dict:
+    """Validation metrics of one trained ranker on ``frame`` (labels + features + lists);
+    ``harvested``: a :class:`~ranking.position_bias.HarvestedCurve` of the training period."""
     if out is None:
         out = outputs(model, inputs, frame)
     y = frame["click"].to_numpy()
@@ -142,14 +150,34 @@ def evaluate_ranker(model, inputs, frame: pd.DataFrame, *, truth: Optional[pd.Da
                 ex = pd.Series(tt["examination"].to_numpy(dtype=float)).groupby(pos).mean()
                 ks = [k for k in range(1, CURVE_POSITIONS + 1) if k in ex.index]
                 if ks and ks[0] == 1:
-                    pages = inputs.transform(frame.iloc[:1000])["page"]
-                    page = int(np.bincount(pages).argmax()) if len(pages) else None
+                    page = _main_page(inputs, frame)
                     learned = learned_position_curve(model, out["ctr_logit"][hit], positions=ks, page=page)
                     true = ex.loc[ks].to_numpy() / ex.loc[1]
                     m["position_curve"] = {"positions": ks, "learned": [round(float(v), 4) for v in learned],
                                            "true": [round(float(v), 4) for v in true]}
                     m["position_curve_max_err"] = float(np.max(np.abs(learned - true)))
+    if harvested is not None and getattr(model, "biasnet", None) is not None and len(frame):
+        page = _main_page(inputs, frame)
+        ks = list(range(1, min(CURVE_POSITIONS, harvested.max_position) + 1))
+        learned = np.asarray(learned_position_curve(model, out["ctr_logit"], positions=ks, page=page), dtype=float)
+        h = harvested.curve(page or 0)[:len(ks)]
+        m["position_curve_check"] = {"positions": ks, "learned": [round(float(v), 4) for v in learned],
+                                     "harvested": [round(float(v), 4) for v in h]}
+        m["position_curve_learned_vs_harvested"] = float(np.max(np.abs(learned - h)))
+        curve = m.get("position_curve")
+        if curve is not None:
+            kk = [k for k in curve["positions"] if k in ks]
+            hv = [float(h[k - 1]) for k in kk]
+            curve["harvested"] = [round(v, 4) for v in hv]
+            m["position_curve_harvested_max_err"] = float(np.max(np.abs(
+                np.asarray(hv) - np.asarray([curve["true"][curve["positions"].index(k)] for k in kk]))))
     return {k: (_r(v) if not isinstance(v, dict) else v) for k, v in m.items()}
+
+
+def _main_page(inputs, frame: pd.DataFrame) -> Optional[int]:
+    """The most common page index of ``frame`` (the page the position curves are read on)."""
+    pages = inputs.transform(frame.iloc[:1000])["page"]
+    return int(np.bincount(pages).argmax()) if len(pages) else None
 
 
 # ----------------------------------------------------------------------------- report
@@ -213,21 +241,30 @@ def write_report(directory, model, inputs, frame: pd.DataFrame, history: dict, m
     fig.savefig(d / "calibration.png", dpi=90)
     plt.close(fig)
     figs.append(("calibration.png", "Calibration per task (validation, deciles of the prediction)"))
-    curve = metrics.get("position_curve")
+    curve = metrics.get("position_curve") or metrics.get("position_curve_check")
     if curve:
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(curve["positions"], curve["true"], "o-", label="true examination (simulator)")
+        if "true" in curve:
+            ax.plot(curve["positions"], curve["true"], "o-", label="true examination (simulator)")
         ax.plot(curve["positions"], curve["learned"], "s--", label="learned (Biasnet)")
+        if "harvested" in curve:
+            ax.plot(curve["positions"][:len(curve["harvested"])], curve["harvested"], "^:",
+                    label="harvested from the log (no relevance model)")
         ax.set_xlabel("slot position")
         ax.set_ylabel("relative to position 1")
-        ax.set_title(f"position curve, max abs error {metrics.get('position_curve_max_err', float('nan')):.3f}")
+        if "true" in curve:
+            ax.set_title(f"position curve, max abs error {metrics.get('position_curve_max_err', float('nan')):.3f}")
+        else:
+            ax.set_title("position curve, learned vs harvested: max abs difference "
+                         f"{metrics.get('position_curve_learned_vs_harvested', float('nan')):.3f}")
         ax.legend()
         fig.tight_layout()
         fig.savefig(d / "position_curve.png", dpi=90)
         plt.close(fig)
-        figs.append(("position_curve.png", "Learned position bias against the planted truth"))
+        figs.append(("position_curve.png", "Learned position bias against the planted truth and / or the "
+                                           "curve harvested from the log"))
     rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v))}</td></tr>"
-                   for k, v in metrics.items() if k != "position_curve")
+                   for k, v in metrics.items() if k not in ("position_curve", "position_curve_check"))
     imgs = "".join(f"<figure><img src='{f}'><figcaption>{html.escape(c)}</figcaption></figure>" for f, c in figs)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>body{font-family:sans-serif;margin:2em}td{padding:2px 8px;border-bottom:1px solid #ddd}"

@@ -528,7 +528,16 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
         if truth_path.exists():
             import pandas as pd
             truth = pd.read_parquet(truth_path)
-        metrics = evaluate_ranker(model, inputs, valid, truth=truth)
+        harvested = None
+        if model.biasnet is not None:           # a model-free cross-check of the learned curve
+            from .position_bias import harvest_from_frame
+            harvested = harvest_from_frame(train, inputs.pages, n_positions=model.config.n_positions,
+                                           n_pages=model.config.n_pages)
+        metrics = evaluate_ranker(model, inputs, valid, truth=truth, harvested=harvested)
+        if "position_curve_learned_vs_harvested" in metrics:
+            log.info("position curve: learned vs harvested from the log (no relevance model) differ by at most "
+                     "%.3f (a large gap: the tower absorbed part of the logging policy's ordering)",
+                     metrics["position_curve_learned_vs_harvested"])
         metrics.update({"n_train": int(len(fit_df)), "n_stop": int(len(stop_df)), "n_valid": int(len(valid)),
                         "gbdt_version": (gbdt_row or {}).get("version"),
                         "m2v_events_before": (str(cut) if embeddings is not None else None),

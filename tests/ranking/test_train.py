@@ -184,6 +184,32 @@ def test_harvested_biasnet_is_fixed_during_training(world):
     assert hist2["position_curve_source"]["rows"] < src["rows"]
 
 
+def test_learned_curve_is_checked_against_the_harvested_one(tmp_path, world, trained):
+    """No truth needed: the learned tower's curve next to the one harvested from the training log;
+    with the truth, both errors; the report plots them; a model without Biasnet gets no check."""
+    from ranking.position_bias import harvest_from_frame
+    fit, _, test, truth = world
+    (model, inputs, hist), (model0, inputs0, _) = trained
+    h = harvest_from_frame(fit, inputs.pages, n_positions=model.config.n_positions, n_pages=model.config.n_pages)
+    m = evaluate_ranker(model, inputs, test, harvested=h)                 # real-data case: no truth
+    chk = m["position_curve_check"]
+    assert chk["positions"] == list(range(1, 11)) and chk["learned"][0] == pytest.approx(1.0)
+    np.testing.assert_allclose(chk["harvested"], h.curve(inputs.page_index("live_tab"))[:10], atol=1e-4)
+    gap = np.max(np.abs(np.asarray(chk["learned"]) - np.asarray(chk["harvested"])))
+    assert m["position_curve_learned_vs_harvested"] == pytest.approx(gap, abs=2e-4)
+    assert 0 < gap < 0.1, chk                                             # both near the planted curve here
+    assert "position_curve" not in m and "position_curve_harvested_max_err" not in m
+    mt = evaluate_ranker(model, inputs, test, truth=truth, harvested=h)
+    true = np.arange(1, 11) ** -EXAM_POWER
+    err = np.max(np.abs(np.asarray(mt["position_curve"]["harvested"]) - true))
+    assert mt["position_curve_harvested_max_err"] == pytest.approx(err, abs=2e-4) and err <= 0.06
+    assert mt["position_curve_max_err"] == evaluate_ranker(model, inputs, test, truth=truth)["position_curve_max_err"]
+    page = write_report(tmp_path / "report", model, inputs, test, hist, m)
+    assert (tmp_path / "report" / "position_curve.png").stat().st_size > 1000
+    assert "position_curve_learned_vs_harvested" in page.read_text()
+    assert "position_curve_check" not in evaluate_ranker(model0, inputs0, test, harvested=h)
+
+
 def test_harvest_falls_back_to_the_learned_tower_on_a_short_log(world):
     fit, stop, _, _ = world
     cfg = TrainConfig(epochs=1, batch_size=256, seed=0, threads=1)
