@@ -99,15 +99,14 @@ class Task:
     def metrics(self, scores: dict) -> dict:      # scores: name -> dict(p_ctr, [p_ctcvr], [stay])
         raise NotImplementedError
 
-    def harvested(self, inputs):
+    def harvested(self, inputs, config):
         """The curve harvested from the training period (fit + stop), as the training job's
-        learned-vs-harvested check reads it; once per task (the same pages for every variant)."""
+        learned-vs-harvested check reads it (``config``: the ranker's, for the table size); once
+        per task (the same pages and sizes for every variant)."""
         if not hasattr(self, "_harvested"):
-            from ranking.model.ranker import RankerConfig
             from ranking.position_bias import harvest_from_frame
-            d = RankerConfig(n_users=1, n_streams=1, n_items=1, n_categories=1, n_dense=0)
             self._harvested = harvest_from_frame(pd.concat([self.fit, self.stop], ignore_index=True), inputs.pages,
-                                                 n_positions=d.n_positions, n_pages=d.n_pages)
+                                                 n_positions=config.n_positions, n_pages=config.n_pages)
         return self._harvested
 
 
@@ -254,7 +253,7 @@ def run_ours(task: Task, variant: str, seed: int, gbdt, emb, epochs: int):
     res = {"score": o["ctr_logit"], "ctcvr": o.get("p_ctcvr"), "stay": o.get("stay")}
     extra = {"train_seconds": round(secs, 1), "epochs": len(hist["epochs"]), "best_epoch": hist["best_epoch"]}
     if task.truth is not None and model.biasnet is not None:
-        ev = evaluate_ranker(model, inputs, task.test, truth=task.truth, out=o, harvested=task.harvested(inputs))
+        ev = evaluate_ranker(model, inputs, task.test, truth=task.truth, out=o, harvested=task.harvested(inputs, model.config))
         extra["position_curve_max_err"] = ev.get("position_curve_max_err")
         # the training job's truth-free check: how far the learned curve is from the harvested one
         extra["position_curve_learned_vs_harvested"] = ev.get("position_curve_learned_vs_harvested")

@@ -160,17 +160,16 @@ def evaluate_ranker(model, inputs, frame: pd.DataFrame, *, truth: Optional[pd.Da
         page = _main_page(inputs, frame)
         ks = list(range(1, min(CURVE_POSITIONS, harvested.max_position) + 1))
         learned = np.asarray(learned_position_curve(model, out["ctr_logit"], positions=ks, page=page), dtype=float)
-        h = harvested.curve(page or 0)[:len(ks)]
+        h = harvested.curve(page or 0)[:len(ks)]                                     # slot k at h[k - 1]
         m["position_curve_check"] = {"positions": ks, "learned": [round(float(v), 4) for v in learned],
                                      "harvested": [round(float(v), 4) for v in h]}
         m["position_curve_learned_vs_harvested"] = float(np.max(np.abs(learned - h)))
         curve = m.get("position_curve")
-        if curve is not None:
-            kk = [k for k in curve["positions"] if k in ks]
-            hv = [float(h[k - 1]) for k in kk]
-            curve["harvested"] = [round(v, 4) for v in hv]
-            m["position_curve_harvested_max_err"] = float(np.max(np.abs(
-                np.asarray(hv) - np.asarray([curve["true"][curve["positions"].index(k)] for k in kk]))))
+        if curve is not None:             # its slots: sorted from 1, so those <= max_position lead
+            true = {k: t for k, t in zip(curve["positions"], curve["true"]) if k <= ks[-1]}
+            hv = np.asarray([h[k - 1] for k in true], dtype=float)
+            curve["harvested"] = [round(float(v), 4) for v in hv]
+            m["position_curve_harvested_max_err"] = float(np.max(np.abs(hv - np.asarray(list(true.values())))))
     return {k: (_r(v) if not isinstance(v, dict) else v) for k, v in m.items()}
 
 
