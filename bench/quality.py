@@ -176,7 +176,7 @@ class SimulatorTask(Task):
         # likelihood) with the TRUE relevance as the debiased logit — the form's own error floor
         import torch
         from ranking.model.biasnet import BiasNet
-        from ranking.model.ranker import position_curve
+        from ranking.model.ranker import position_curve, position_curve_shown
         from ranking.train import fit_biasnet_to_logits
         rel = np.clip(tr["relevance"].to_numpy(float), 1e-6, 1 - 1e-6)
         a = torch.from_numpy(np.log(rel) - np.log1p(-rel)).float()                       # [N]
@@ -187,6 +187,8 @@ class SimulatorTask(Task):
             fit_biasnet_to_logits(tower, a, p_t, None, y_t, form)
             curve = position_curve(tower, a).numpy()                                      # [10]
             out[f"true_relevance_{form}_tower"] = round(float(np.max(np.abs(curve - true))), 4)
+            shown = position_curve_shown(tower, a, p_t).numpy()                           # [10]
+            out[f"true_relevance_{form}_tower_shown"] = round(float(np.max(np.abs(shown - true))), 4)
         return out
 
     def metrics(self, out: dict) -> dict:
@@ -255,6 +257,7 @@ def run_ours(task: Task, variant: str, seed: int, gbdt, emb, epochs: int):
     if task.truth is not None and model.biasnet is not None:
         ev = evaluate_ranker(model, inputs, task.test, truth=task.truth, out=o, harvested=task.harvested(inputs, model.config))
         extra["position_curve_max_err"] = ev.get("position_curve_max_err")
+        extra["position_curve_max_err_shown"] = ev.get("position_curve_max_err_shown")
         # the training job's truth-free check: how far the learned curve is from the harvested one
         extra["position_curve_learned_vs_harvested"] = ev.get("position_curve_learned_vs_harvested")
     return model, inputs, res, extra

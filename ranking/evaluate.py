@@ -10,7 +10,10 @@ Metrics (:func:`evaluate_ranker`, on impressions the model never trained on):
 - stay: ``stay_rmse`` of the log1p-seconds prediction on clicked impressions;
 - with the simulator's truth (per impression: relevance, examination, p_click):
   ``oracle_auc`` (the true p_click), ``position_curve`` (learned vs true examination relative to
-  position 1, positions 1..K) with ``position_curve_max_err``, and ``ndcg@10_true`` — per request,
+  position 1, positions 1..K) with ``position_curve_max_err``; the same tower read on each slot's
+  own impressions (``learned_shown`` in the curve, ``position_curve_max_err_shown``; see
+  :func:`~ranking.model.ranker.position_curve_shown` — for the additive form the two readouts
+  differ, for PAL's they are equal); and ``ndcg@10_true`` — per request,
   the slate re-ranked by the debiased score, gains = the TRUE relevance (so a model that learned
   position instead of relevance is penalised);
 - with a curve harvested from the training log (``harvested``, :mod:`ranking.position_bias`; no
@@ -156,6 +159,13 @@ def evaluate_ranker(model, inputs, frame: pd.DataFrame, *, truth: Optional[pd.Da
                     m["position_curve"] = {"positions": ks, "learned": [round(float(v), 4) for v in learned],
                                            "true": [round(float(v), 4) for v in true]}
                     m["position_curve_max_err"] = float(np.max(np.abs(learned - true)))
+                    import torch
+                    from .model.ranker import position_curve_shown
+                    shown = position_curve_shown(model, torch.as_tensor(out["ctr_logit"][hit]),
+                                                 torch.as_tensor(np.nan_to_num(pos).astype(np.int64)),
+                                                 positions=ks, page=page).numpy()
+                    m["position_curve"]["learned_shown"] = [round(float(v), 4) for v in shown]
+                    m["position_curve_max_err_shown"] = float(np.max(np.abs(shown - true)))
     if harvested is not None and getattr(model, "biasnet", None) is not None and len(frame):
         page = _main_page(inputs, frame)
         ks = list(range(1, min(CURVE_POSITIONS, harvested.max_position) + 1))
@@ -246,6 +256,9 @@ def write_report(directory, model, inputs, frame: pd.DataFrame, history: dict, m
         if "true" in curve:
             ax.plot(curve["positions"], curve["true"], "o-", label="true examination (simulator)")
         ax.plot(curve["positions"], curve["learned"], "s--", label="learned (Biasnet)")
+        if "learned_shown" in curve:
+            ax.plot(curve["positions"], curve["learned_shown"], "x--",
+                    label="learned, read on each slot's own impressions")
         if "harvested" in curve:
             ax.plot(curve["positions"][:len(curve["harvested"])], curve["harvested"], "^:",
                     label="harvested from the log (no relevance model)")

@@ -428,4 +428,35 @@ def position_curve(model: Union[Ranker, BiasNet], ctr_logits: Tensor,
     return rate[1:] / rate[0]                                                            # [K]
 
 
-__all__ = ["RankerConfig", "Ranker", "UncertaintyWeighting", "position_curve", "biased_click_logit", "TASKS"]
+@torch.no_grad()
+def position_curve_shown(model: Union[Ranker, BiasNet], ctr_logits: Tensor, shown: Tensor,
+                         positions: Union[Sequence[int], Tensor] = range(1, 11),
+                         page: Optional[Union[int, Tensor]] = None) -> Tensor:
+    r"""The learned curve read on the impressions each slot actually showed: for each position
+    :math:`k`, :math:`\sum_{i \in S_k} \sigma(z(a_i, b_k)) / \sum_{i \in S_k} \sigma(z(a_i, b_1))`
+    with :math:`S_k` the impressions shown at slot :math:`k` (``shown [N]`` long, their slots),
+    ``ctr_logits [N]`` their debiased logits. → ``[K]`` (NaN where no impression was shown at
+    :math:`k`). The model's own answer to "how many clicks did slot k's impressions get, relative
+    to what they would have got at slot 1" — under P(click) = exam(k) · r with the true relevance
+    this is exam(k) / exam(1) for any form that fits each slot's clicks, where
+    :func:`position_curve` (one population for every slot) is not when the form is additive: its
+    shift b_k that fits slot k's (less relevant) impressions is applied to everyone's."""
+    biasnet = model if isinstance(model, BiasNet) else model.biasnet
+    if biasnet is None:
+        raise ValueError("the model has no Biasnet")
+    positions = torch.as_tensor(list(positions) if not isinstance(positions, Tensor) else positions,
+                                dtype=torch.long).reshape(-1)                            # [K]
+    b = biasnet.position_logits(torch.cat([positions.new_ones(1), positions]), page)     # [1 + K]
+    a = ctr_logits.reshape(-1, 1).to(b.dtype)                                            # [N, 1]
+    rate = torch.sigmoid(biased_click_logit(a, b, biasnet.form))                         # [N, 1 + K]
+    shown = torch.as_tensor(shown).reshape(-1)                                           # [N]
+    out = torch.full((len(positions),), float("nan"), dtype=rate.dtype)                  # [K]
+    for j, k in enumerate(positions.tolist()):
+        rows = shown == k                                                                # [N] bool
+        if rows.any():
+            out[j] = rate[rows, 1 + j].sum() / rate[rows, 0].sum()
+    return out
+
+
+__all__ = ["RankerConfig", "Ranker", "UncertaintyWeighting", "position_curve", "position_curve_shown",
+           "biased_click_logit", "TASKS"]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ranking.model.biasnet import BiasNet
-from ranking.model.ranker import Ranker, RankerConfig, UncertaintyWeighting, biased_click_logit, position_curve
+from ranking.model.ranker import (Ranker, RankerConfig, UncertaintyWeighting, biased_click_logit, position_curve,
+                                  position_curve_shown)
 from tests.ranking.model.checks import assert_reset_is_deterministic
 
 SIZES = dict(n_users=40, n_streams=25, n_items=60, n_categories=6, n_dense=5)
@@ -320,6 +321,49 @@ def test_position_curve_is_the_ratio_of_mean_click_rates():
     torch.testing.assert_close(position_curve(model, a, positions=[3, 4]), expected[2:4])
     with pytest.raises(ValueError):
         position_curve(model.without_biasnet(), a)
+
+
+def test_position_curve_shown_sums_over_each_slots_own_impressions():
+    torch.manual_seed(0)
+    net = BiasNet(n_positions=12, shape="mlp")
+    with torch.no_grad():
+        torch.nn.init.normal_(net.out.weight)
+    a, shown = torch.randn(60), torch.arange(60) % 4 + 1                         # slots 1..4, none at 5
+    curve = position_curve_shown(net, a, shown, positions=range(1, 6))
+    b = net.position_logits(range(1, 6))
+    for j, k in enumerate(range(1, 5)):
+        rows = shown == k
+        expected = torch.sigmoid(a[rows] + b[j]).sum() / torch.sigmoid(a[rows] + b[0]).sum()
+        torch.testing.assert_close(curve[j], expected)
+    assert curve[0] == 1.0 and torch.isnan(curve[4])
+    pal = BiasNet(n_positions=12, form="multiplicative")                         # PAL: exactly e^(b_k - b_1)
+    with torch.no_grad():
+        pal.decrement.normal_()
+    bp = pal.position_logits(range(1, 5))
+    torch.testing.assert_close(position_curve_shown(pal, a, shown, range(1, 5)), (bp - bp[0]).exp())
+
+
+def test_shown_readout_recovers_the_curve_an_additive_tower_fits_on_a_confounded_log():
+    """P(click) = exam(k) · r with relevance falling down the list (the logging policy's order)
+    and exam(1) = 1. An additive tower fitted on the TRUE relevance logits matches each slot's
+    clicks; read on each slot's own impressions it gives the planted curve, read on one population
+    for all slots (position_curve) it does not — the error is the readout's, not the tower's."""
+    from ranking.train import fit_biasnet_to_logits
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    pos = torch.randint(1, 11, (n,), generator=g)                                # [N]
+    rel = torch.sigmoid(1.0 - 0.25 * pos.float() + torch.randn(n, generator=g))  # [N] higher on top
+    y = (torch.rand(n, generator=g) < pos.float() ** -0.7 * rel).float()
+    a = torch.logit(rel)
+    torch.manual_seed(0)
+    tower = BiasNet(form="additive", shape="monotone")
+    fit_biasnet_to_logits(tower, a, pos, None, y, "additive")
+    truth = torch.arange(1, 11).float() ** -0.7
+    shown_err = float((position_curve_shown(tower, a, pos) - truth).abs().max())
+    population_err = float((position_curve(tower, a) - truth).abs().max())
+    # sampling noise at 200k rows is about 0.02 (test_fit_biasnet_to_logits_recovers_a_planted_curve)
+    assert shown_err < 0.03, shown_err
+    assert population_err > shown_err + 0.02, (population_err, shown_err)
 
 
 # ----------------------------------------------------------------------------- planted training
