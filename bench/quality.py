@@ -160,7 +160,8 @@ class SimulatorTask(Task):
         """How well the planted position curve can be read off this world's clicks at all (max abs
         error vs the truth, slots 1..10, all rows): with each impression's TRUE relevance known
         (clicks / relevance per slot), from the exploration slates alone (CTR per slot), and each
-        Biasnet form fitted alone on the true relevance."""
+        Biasnet form fitted alone on the true relevance, its curve read on one population for every
+        slot (``position_curve``) and on each slot's own impressions (``_shown``)."""
         from store.sources.simulator import examination
         f = pd.concat([self.fit, self.stop, self.test], ignore_index=True)
         tr = self.truth.drop_duplicates("event_id").set_index("event_id").loc[f["event_id"].astype(str)]
