@@ -17,8 +17,9 @@ Metrics (:func:`evaluate_ranker`, on impressions the model never trained on):
   the slate re-ranked by the debiased score, gains = the TRUE relevance (so a model that learned
   position instead of relevance is penalised);
 - with a curve harvested from the training log (``harvested``, :mod:`ranking.position_bias`; no
-  truth needed, so it works on real data): ``position_curve_check`` (the learned curve next to the
-  harvested one) and ``position_curve_learned_vs_harvested`` (their max abs difference). The
+  truth needed, so it works on real data): ``position_curve_check`` (the learned curve, read on each
+  slot's own impressions when the frame has positions, next to the harvested one) and
+  ``position_curve_learned_vs_harvested`` (their max abs difference). The
   harvested curve needs no relevance model, so a large gap says the learned tower absorbed part
   of the logging policy's ordering (README, "The transformer ranker"); with the truth also
   ``position_curve_harvested_max_err``.
@@ -85,6 +86,24 @@ def learned_position_curve(model, ctr_logits: np.ndarray, positions=range(1, CUR
         c = position_curve(model, torch.as_tensor(np.asarray(ctr_logits), dtype=torch.float32),
                            positions=list(positions), page=page)
     return np.asarray(c, dtype=np.float64)
+
+
+def learned_position_curve_shown(model, ctr_logits: np.ndarray, shown: np.ndarray,
+                                 positions=range(1, CURVE_POSITIONS + 1), page: Optional[int] = None) -> np.ndarray:
+    """The curve read on each slot's own impressions (``shown``: the impressions' slots; see
+    :func:`~ranking.model.ranker.position_curve_shown`); a slot with no impression falls back to
+    :func:`learned_position_curve` (the one-population readout)."""
+    import torch
+    from .model.ranker import position_curve_shown
+    positions = list(positions)
+    shown = np.nan_to_num(np.asarray(pd.to_numeric(pd.Series(shown), errors="coerce"), dtype=float)).astype(np.int64)
+    with torch.no_grad():
+        c = position_curve_shown(model, torch.as_tensor(np.asarray(ctr_logits), dtype=torch.float32),
+                                 torch.as_tensor(shown), positions=positions, page=page)
+    c = np.asarray(c, dtype=np.float64)
+    if np.isnan(c).any():
+        c = np.where(np.isnan(c), learned_position_curve(model, ctr_logits, positions, page), c)
+    return c
 
 
 def outputs(model, inputs, frame: pd.DataFrame, batch_size: int = 8192) -> dict:
@@ -159,20 +178,23 @@ def evaluate_ranker(model, inputs, frame: pd.DataFrame, *, truth: Optional[pd.Da
                     m["position_curve"] = {"positions": ks, "learned": [round(float(v), 4) for v in learned],
                                            "true": [round(float(v), 4) for v in true]}
                     m["position_curve_max_err"] = float(np.max(np.abs(learned - true)))
-                    import torch
-                    from .model.ranker import position_curve_shown
-                    shown = position_curve_shown(model, torch.as_tensor(out["ctr_logit"][hit]),
-                                                 torch.as_tensor(np.nan_to_num(pos).astype(np.int64)),
-                                                 positions=ks, page=page).numpy()
+                    shown = learned_position_curve_shown(model, out["ctr_logit"][hit], pos, positions=ks, page=page)
                     m["position_curve"]["learned_shown"] = [round(float(v), 4) for v in shown]
                     m["position_curve_max_err_shown"] = float(np.max(np.abs(shown - true)))
     if harvested is not None and getattr(model, "biasnet", None) is not None and len(frame):
         page = _main_page(inputs, frame)
         ks = list(range(1, min(CURVE_POSITIONS, harvested.max_position) + 1))
-        learned = np.asarray(learned_position_curve(model, out["ctr_logit"], positions=ks, page=page), dtype=float)
+        # the learned curve read on each slot's own impressions where the slots are known: like the
+        # harvested curve, it is then exam(k) / exam(1) when the relevance is right, in either form
+        # (the one-population readout of an additive tower is not; README, "The transformer ranker")
+        readout = "shown" if "position" in frame else "population"
+        if readout == "shown":
+            learned = learned_position_curve_shown(model, out["ctr_logit"], frame["position"].to_numpy(), ks, page)
+        else:
+            learned = np.asarray(learned_position_curve(model, out["ctr_logit"], positions=ks, page=page), dtype=float)
         h = harvested.curve(page or 0)[:len(ks)]                                     # slot k at h[k - 1]
         m["position_curve_check"] = {"positions": ks, "learned": [round(float(v), 4) for v in learned],
-                                     "harvested": [round(float(v), 4) for v in h]}
+                                     "harvested": [round(float(v), 4) for v in h], "readout": readout}
         m["position_curve_learned_vs_harvested"] = float(np.max(np.abs(learned - h)))
         curve = m.get("position_curve")
         if curve is not None:             # its slots: sorted from 1, so those <= max_position lead
@@ -287,4 +309,5 @@ def write_report(directory, model, inputs, frame: pd.DataFrame, history: dict, m
     return d / "index.html"
 
 
-__all__ = ["evaluate_ranker", "write_report", "ndcg_at_k", "learned_position_curve", "outputs"]
+__all__ = ["evaluate_ranker", "write_report", "ndcg_at_k", "learned_position_curve", "learned_position_curve_shown",
+           "outputs"]

@@ -201,6 +201,11 @@ def test_learned_curve_is_checked_against_the_harvested_one(tmp_path, world, tra
     gap = np.max(np.abs(np.asarray(chk["learned"]) - np.asarray(chk["harvested"])))
     assert m["position_curve_learned_vs_harvested"] == pytest.approx(gap, abs=2e-4)
     assert 0 < gap < 0.1, chk                                             # both near the planted curve here
+    # the learned curve is read on each slot's own impressions (like the harvest, exam(k) / exam(1)
+    # whatever the form) when the frame has positions, on one population when it has none
+    assert chk["readout"] == "shown"
+    no_pos = evaluate_ranker(model, inputs, test.drop(columns="position"), harvested=h)["position_curve_check"]
+    assert no_pos["readout"] == "population" and no_pos["learned"] != chk["learned"]
     assert "position_curve" not in m and "position_curve_harvested_max_err" not in m
     mt = evaluate_ranker(model, inputs, test, truth=truth, harvested=h)
     true = np.arange(1, 11) ** -EXAM_POWER
