@@ -407,6 +407,19 @@ def biased_click_logit(ctr_logit: Tensor, bias_logit: Tensor, form: str = "addit
     return log_p - torch.log(-torch.expm1(log_p))                                    # logit(p)
 
 
+def _click_rates(model: Union[Ranker, BiasNet], ctr_logits: Tensor, positions, page) -> tuple:
+    """``positions`` as ``[K]`` long and the training-form click probabilities of ``ctr_logits [N]``
+    at slot 1 and at each of them → ``[N, 1 + K]`` (column 0 = slot 1)."""
+    biasnet = model if isinstance(model, BiasNet) else model.biasnet
+    if biasnet is None:
+        raise ValueError("the model has no Biasnet")
+    positions = torch.as_tensor(list(positions) if not isinstance(positions, Tensor) else positions,
+                                dtype=torch.long).reshape(-1)                            # [K]
+    b = biasnet.position_logits(torch.cat([positions.new_ones(1), positions]), page)     # [1 + K]
+    a = ctr_logits.reshape(-1, 1).to(b.dtype)                                            # [N, 1]
+    return positions, torch.sigmoid(biased_click_logit(a, b, biasnet.form))             # [K], [N, 1 + K]
+
+
 @torch.no_grad()
 def position_curve(model: Union[Ranker, BiasNet], ctr_logits: Tensor,
                    positions: Union[Sequence[int], Tensor] = range(1, 11),
@@ -417,14 +430,8 @@ def position_curve(model: Union[Ranker, BiasNet], ctr_logits: Tensor,
     Biasnet position outputs (position 1 is the reference) and :math:`z` :func:`biased_click_logit`
     in the tower's form. → ``[K]``. Under P(click) = exam(k) · r this ratio of means is
     exam(k) / exam(1); in the multiplicative form it is exactly :math:`e^{b_k - b_1}`."""
-    biasnet = model if isinstance(model, BiasNet) else model.biasnet
-    if biasnet is None:
-        raise ValueError("the model has no Biasnet")
-    positions = torch.as_tensor(list(positions) if not isinstance(positions, Tensor) else positions,
-                                dtype=torch.long).reshape(-1)                            # [K]
-    b = biasnet.position_logits(torch.cat([positions.new_ones(1), positions]), page)     # [1 + K]
-    a = ctr_logits.reshape(-1, 1).to(b.dtype)                                            # [N, 1]
-    rate = torch.sigmoid(biased_click_logit(a, b, biasnet.form)).mean(0)                 # [1 + K]
+    positions, rate = _click_rates(model, ctr_logits, positions, page)                  # [K], [N, 1 + K]
+    rate = rate.mean(0)                                                                  # [1 + K]
     return rate[1:] / rate[0]                                                            # [K]
 
 
@@ -441,14 +448,7 @@ def position_curve_shown(model: Union[Ranker, BiasNet], ctr_logits: Tensor, show
     this is exam(k) / exam(1) for any form that fits each slot's clicks, where
     :func:`position_curve` (one population for every slot) is not when the form is additive: its
     shift b_k that fits slot k's (less relevant) impressions is applied to everyone's."""
-    biasnet = model if isinstance(model, BiasNet) else model.biasnet
-    if biasnet is None:
-        raise ValueError("the model has no Biasnet")
-    positions = torch.as_tensor(list(positions) if not isinstance(positions, Tensor) else positions,
-                                dtype=torch.long).reshape(-1)                            # [K]
-    b = biasnet.position_logits(torch.cat([positions.new_ones(1), positions]), page)     # [1 + K]
-    a = ctr_logits.reshape(-1, 1).to(b.dtype)                                            # [N, 1]
-    rate = torch.sigmoid(biased_click_logit(a, b, biasnet.form))                         # [N, 1 + K]
+    positions, rate = _click_rates(model, ctr_logits, positions, page)                  # [K], [N, 1 + K]
     shown = torch.as_tensor(shown).reshape(-1)                                           # [N]
     out = torch.full((len(positions),), float("nan"), dtype=rate.dtype)                  # [K]
     for j, k in enumerate(positions.tolist()):
