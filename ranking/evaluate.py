@@ -277,7 +277,7 @@ def write_report(directory, model, inputs, frame: pd.DataFrame, history: dict, m
         fig, ax = plt.subplots(figsize=(6, 4))
         if "true" in curve:
             ax.plot(curve["positions"], curve["true"], "o-", label="true examination (simulator)")
-        ax.plot(curve["positions"], curve["learned"], "s--", label="learned (Biasnet)")
+        ax.plot(curve["positions"], curve["learned"], "s--", label="learned (Biasnet), read on all impressions" if "learned_shown" in curve else "learned (Biasnet)")
         if "learned_shown" in curve:
             ax.plot(curve["positions"], curve["learned_shown"], "x--",
                     label="learned, read on each slot's own impressions")
