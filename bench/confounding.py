@@ -50,18 +50,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
     import quality as Q
-    from graph.build import build_graph
-    from graph.metapath2vec import M2VConfig, train_metapath2vec
-    from ranking.train import graph_cut
     torch.set_num_threads(Q.THREADS)
     os.environ.setdefault("STREAMRANK_HOME", tempfile.mkdtemp(prefix="streamrank-confounding-"))
-    task = Q.SimulatorTask(Path(tempfile.mkdtemp(prefix="streamrank-confounding-")) / "sim",
-                           sim_seed=args.sim_seed, days=args.sim_days)
-    task.graph_cut = graph_cut(task.fit)
-    gbdt, _ = Q.run_lightgbm(task, args.seed)
-    ge = task.graph_events
-    ge = ge[pd.to_datetime(ge["ts"], utc=True) < task.graph_cut]
-    emb = train_metapath2vec(build_graph(ge, task.catalog), M2VConfig(seed=args.seed))
+    task = Q.set_graph_cut(Q.SimulatorTask(Path(tempfile.mkdtemp(prefix="streamrank-confounding-")) / "sim",
+                                           sim_seed=args.sim_seed, days=args.sim_days))
+    gbdt, _, emb = Q.seed_inputs(task, args.seed)
     model, inputs, _, extra = Q.run_ours(task, "full", args.seed, gbdt, emb, Q.EPOCHS)
     print(f"world seed {args.sim_seed}, {args.sim_days:g} days; curve max error {extra['position_curve_max_err']:.4f} "
           f"(each slot's own impressions {extra['position_curve_max_err_shown']:.4f})")

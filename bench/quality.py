@@ -231,6 +231,26 @@ def run_lightgbm(task: Task, seed: int):
     return model, {"score": model.predict(task.test)}
 
 
+def set_graph_cut(task: Task) -> Task:
+    """Metapath2vec vectors are trained on the events before ``task.graph_cut`` (point in time:
+    the ranker trains on the fit rows after it, ``ranking.train.graph_cut``)."""
+    from ranking.train import graph_cut
+    task.graph_cut = graph_cut(task.fit)
+    return task
+
+
+def seed_inputs(task: Task, seed: int):
+    """What every model of one seed shares: the LightGBM V1 (its leaves feed our ranker) with its
+    test outputs, and the Metapath2vec vectors of the events before ``task.graph_cut``."""
+    from graph.build import build_graph
+    from graph.metapath2vec import M2VConfig, train_metapath2vec
+    gbdt, o = run_lightgbm(task, seed)
+    ge = task.graph_events
+    ge = ge[pd.to_datetime(ge["ts"], utc=True) < task.graph_cut]
+    emb = train_metapath2vec(build_graph(ge, task.catalog), M2VConfig(seed=seed))
+    return gbdt, o, emb
+
+
 def run_ours(task: Task, variant: str, seed: int, gbdt, emb, epochs: int):
     from feature_repo.features import FEATURE_COLUMNS
     from ranking.evaluate import evaluate_ranker, outputs
@@ -406,8 +426,7 @@ def main(argv=None) -> int:
     for name, make in tasks:
         t0 = time.perf_counter()
         task = make()
-        from ranking.train import graph_cut
-        task.graph_cut = graph_cut(task.fit)
+        set_graph_cut(task)
         print(f"[{name}] prepared: fit {len(task.fit):,} / stop {len(task.stop):,} / test {len(task.test):,} rows "
               f"in {time.perf_counter() - t0:.0f}s", flush=True)
         if isinstance(task, SimulatorTask):
@@ -415,14 +434,9 @@ def main(argv=None) -> int:
                   flush=True)
         export_inputs = None
         for seed in seeds:
-            from graph.build import build_graph
-            from graph.metapath2vec import M2VConfig, train_metapath2vec
-            gbdt, o = run_lightgbm(task, seed)
+            gbdt, o, emb = seed_inputs(task, seed)
             if "lightgbm" in models:
                 record({"task": name, "model": "lightgbm", "seed": seed, **task.metrics(o)})
-            ge = task.graph_events
-            ge = ge[pd.to_datetime(ge["ts"], utc=True) < task.graph_cut]
-            emb = train_metapath2vec(build_graph(ge, task.catalog), M2VConfig(seed=seed))
             for variant in [m for m in models if m in OURS]:
                 if variant in SIMULATOR_ONLY and name == "twitch":
                     continue
