@@ -31,6 +31,12 @@ NEEDS_STREAM = {"impression", "click", "watch"}
 NEEDS_ITEM = {"item_click", "purchase"}
 NEEDS_VALUE = {"watch", "purchase"}
 _CHUNK = 900            # ids per IN (...) query: below SQLite's 999-parameter floor
+# Ranges of the integer columns (store/schema.py): ids are BigInteger (int64), ``position`` is
+# Integer (int32 on PostgreSQL). A value outside them must be refused at the door: one such row
+# accepted once broke every job that reads the log (the loader's Int64 cast raised).
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+VALUE_MAX = 1e12        # seconds watched / amount paid: larger is a client bug, and it overflows sums
 
 
 class RowError(NamedTuple):
@@ -67,8 +73,10 @@ class IngestResult:
 
 
 # ----------------------------------------------------------------------------- validation
-def _int_column(s: pd.Series, name: str, errors: list, *, required: bool, minimum: int = 0) -> pd.Series:
-    """Coerce to nullable Int64, recording a RowError for every value that is not an integer."""
+def _int_column(s: pd.Series, name: str, errors: list, *, required: bool, minimum: int = 0,
+                maximum: int = INT64_MAX) -> pd.Series:
+    """Coerce to nullable Int64, recording a RowError for every value that is not an integer in
+    ``[minimum, maximum]`` (the column's range)."""
     out = pd.Series(pd.array([None] * len(s), dtype="Int64"), index=s.index)
     if pd.api.types.is_bool_dtype(s.dtype):
         for i in range(len(s)):
@@ -110,9 +118,13 @@ def _int_column(s: pd.Series, name: str, errors: list, *, required: bool, minimu
         for i in np.flatnonzero(null):
             if int(i) not in bad_rows:
                 errors.append(RowError(int(i), name, "is required"))
-    below = (~null) & (out.fillna(minimum).to_numpy(dtype=np.int64) < minimum)
+    vals = out.fillna(minimum).to_numpy(dtype=np.int64)
+    below = (~null) & (vals < minimum)
     for i in np.flatnonzero(below):
         errors.append(RowError(int(i), name, f"must be >= {minimum}, got {out.iloc[i]}"))
+    above = (~null) & (vals > maximum)
+    for i in np.flatnonzero(above):
+        errors.append(RowError(int(i), name, f"must be <= {maximum}, got {out.iloc[i]}"))
     return out
 
 
@@ -189,9 +201,9 @@ def _float_column(s: pd.Series, name: str, errors: list) -> pd.Series:
                 errors.append(RowError(i, name, f"must be a number, got {type(v).__name__}"))
                 continue
             vals[i] = float(v)
-    bad = np.isinf(vals) | (vals < 0)
+    bad = np.isinf(vals) | (vals < 0) | (vals > VALUE_MAX)
     for i in np.flatnonzero(bad):
-        errors.append(RowError(int(i), name, f"must be a finite number >= 0, got {vals[i]!r}"))
+        errors.append(RowError(int(i), name, f"must be a finite number in [0, {VALUE_MAX:g}], got {vals[i]!r}"))
     return pd.Series(vals, index=s.index)
 
 
@@ -230,7 +242,7 @@ def validate_events(rows: Union[pd.DataFrame, Sequence[dict]]) -> tuple[pd.DataF
     out["stream_id"] = _int_column(df["stream_id"], "stream_id", errors, required=False)
     out["item_id"] = _int_column(df["item_id"], "item_id", errors, required=False)
     out["request_id"] = _str_column(df["request_id"], "request_id", errors, required=False, max_len=64)
-    out["position"] = _int_column(df["position"], "position", errors, required=False, minimum=1)
+    out["position"] = _int_column(df["position"], "position", errors, required=False, minimum=1, maximum=INT32_MAX)
     out["page"] = _str_column(df["page"], "page", errors, required=False, max_len=32)
     out["value"] = _float_column(df["value"], "value", errors)
 
@@ -443,14 +455,75 @@ def load_events(database_url: str, *, start: Optional[datetime] = None, end: Opt
             for part in _chunks(vals):
                 rows.extend(conn.execute(q.where(col.in_(list(part)))).all())
             rows.sort(key=lambda r: r[2])
-    df = pd.DataFrame(rows, columns=EVENT_COLUMNS)
-    df["ts"] = _utc_series(df["ts"].tolist()) if len(df) else pd.Series([], dtype="datetime64[us, UTC]")
-    for c in ("user_id",):
-        df[c] = df[c].astype("int64")
-    for c in ("stream_id", "item_id", "position"):
-        df[c] = df[c].astype("Int64")
-    df["value"] = df["value"].astype(float)
-    return df
+    return _events_frame(rows)
+
+
+_LOAD_RANGES = {"user_id": (0, INT64_MAX), "stream_id": (0, INT64_MAX), "item_id": (0, INT64_MAX),
+                "position": (1, INT32_MAX)}
+
+
+def _checked_ints(values: list, lo: int, hi: int) -> tuple[pd.Series, int]:
+    """Python values from the database -> nullable Int64; anything that is not an integer in
+    [lo, hi] becomes <NA> (counted). Built from Python ints, never through float64, so an id near
+    2**63 keeps every digit and a stray REAL or text value cannot make the cast raise."""
+    out, bad = [], 0
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi:
+            out.append(v)
+        else:
+            out.append(None)
+            bad += 1
+    return pd.Series(pd.array(out, dtype="Int64")), bad
+
+
+def _checked_times(values: list) -> pd.Series:
+    """Naive-UTC datetimes from the database -> datetime64[us, UTC] (years 1970..2999 fit in
+    microseconds, not in pandas' default nanoseconds); an unreadable value becomes NaT."""
+    if not values:
+        return pd.Series([], dtype="datetime64[us, UTC]")
+    try:
+        return _utc_series(values)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    out = []
+    for v in values:
+        try:
+            out.append(np.datetime64(v, "us") if isinstance(v, datetime) else np.datetime64("NaT"))
+        except (TypeError, ValueError, OverflowError):
+            out.append(np.datetime64("NaT"))
+    return _utc_series(out)
+
+
+def _events_frame(rows: list) -> pd.DataFrame:
+    """Rows of the event log -> the frame every job reads. Robust to any row already in the log
+    (written before a validation existed, or by hand): a value outside its column's range is
+    dropped to <NA> with a warning, an event without a usable user or time is left out."""
+    cols = list(zip(*rows)) if rows else [[] for _ in EVENT_COLUMNS]
+    df = pd.DataFrame({c: pd.Series(list(v), dtype=object) for c, v in zip(EVENT_COLUMNS, cols)})
+    bad = {}
+    for c, (lo, hi) in _LOAD_RANGES.items():
+        df[c], bad[c] = _checked_ints(df[c].tolist(), lo, hi)
+    df["ts"] = _checked_times(df["ts"].tolist())
+    value = pd.to_numeric(df["value"], errors="coerce").astype(float)
+    bad_value = ~(value.isna() | (np.isfinite(value) & (value >= 0) & (value <= VALUE_MAX)))
+    bad["value"] = int(bad_value.sum())
+    df["value"] = value.mask(bad_value)
+    keep = df["user_id"].notna() & df["ts"].notna()
+    if not keep.all():
+        bad["dropped_rows"] = int((~keep).sum())
+        df = df[keep.to_numpy()].reset_index(drop=True)
+    df["user_id"] = df["user_id"].astype("int64")
+    for c in ("event_id", "type", "request_id", "page"):
+        df[c] = df[c].astype(object)
+    bad = {k: v for k, v in bad.items() if v}
+    if bad:
+        log.warning("load_events: values outside their column's range were ignored: %s", bad)
+    return df[EVENT_COLUMNS]
 
 
 def load_catalog(database_url: str) -> dict[str, pd.DataFrame]:

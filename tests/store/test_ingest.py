@@ -123,3 +123,38 @@ def test_bulk_dataframe_path_and_catalog_reads(url):
     assert live_stream_ids(url, T0 + timedelta(minutes=30)) == [10]
     assert live_stream_ids(url, T0 + timedelta(hours=2, minutes=1)) == [11]
     assert live_stream_ids(url, T0 + timedelta(hours=1)) == []
+
+
+@pytest.mark.parametrize("field,value", [("position", 9223372036854775807), ("position", 2**31),
+                                         ("user_id", 2**63), ("stream_id", -1), ("value", 1e300)])
+def test_values_outside_the_columns_range_are_refused(url, field, value):
+    row = dict(batch()[0] if field != "value" else batch()[2], **{field: value})
+    with pytest.raises(IngestError) as err:
+        ingest_events(url, [row])
+    assert any(e.field == field for e in err.value.errors)
+    assert counts(url)[0] == 0
+
+
+def test_the_loader_survives_any_row_already_in_the_log(url):
+    """The poison event: a row the API accepted before the range checks (position 2**63 - 1, a
+    REAL where an integer belongs, an id near 2**63) must not break every job that reads the log."""
+    from sqlalchemy import insert
+    ingest_events(url, batch())
+    eng = get_engine(url)
+    base = {"ts": datetime(2026, 1, 1, 12, 5), "type": "impression", "stream_id": 10, "request_id": "r9"}
+    sqlite = eng.dialect.name == "sqlite"       # PostgreSQL's int32 column cannot hold the poison
+    with eng.begin() as c:
+        c.execute(insert(Event), [dict(base, event_id="p1", user_id=7, position=2**63 - 1 if sqlite else None),
+                                  dict(base, event_id="p2", user_id=2**63 - 2, position=3),
+                                  dict(base, event_id="p3", user_id=8, position=2)])
+        if sqlite:                            # SQLite keeps whatever type it is given
+            c.exec_driver_sql("UPDATE events SET position = 2.5 WHERE event_id = 'p3'")
+    ev = load_events(url)
+    assert len(ev) == 7 and str(ev.position.dtype) == "Int64" and str(ev.user_id.dtype) == "int64"
+    p = ev.set_index("event_id")
+    assert pd.isna(p.loc["p1", "position"])                  # out of the column's range: ignored
+    assert p.loc["p2", "user_id"] == 2**63 - 2                # every digit kept (not through float64)
+    assert p.loc["p2", "position"] == 3
+    if sqlite:
+        assert pd.isna(p.loc["p3", "position"])
+    assert list(load_events(url, user_ids=[7]).event_id) == ["e1", "e2", "e3", "p1"]
