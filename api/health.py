@@ -79,7 +79,9 @@ def readyz():
     timeout = current_app.config.get("READY_TIMEOUT_S", 3.0)
     checks = {"database": _timed(lambda: check_database(settings), timeout),
               "feature_store": _timed(lambda: check_feature_store(rt), timeout)}
-    extra = {}
+    # the journal starts with the first readiness probe: a restarted API drains what a killed one
+    # left before it takes traffic
+    extra = {"journal": rt.journal.info()}
     if rt._snapshot is not None:
         extra["snapshot"] = rt._snapshot.info()
     if rt._models is not None:

@@ -22,8 +22,11 @@ FEATURE_COLUMNS (+ the Feast list columns), scored by the active transformer ran
 ranker version is active, the active GBDT (api.scoring, both hot-swapped). Without a model (or when
 the user's features cannot be read) the list is ordered by popularity (7-day clicks) and the answer
 says so. The ``Server-Timing`` header gives the phases in ms (parse, candidates, registry, user,
-score, log; with the ranker also its sub-phases inputs, model and transformer). Every returned item is logged as an ``impression`` event (event_id
-``imp-<request_id>-<position>``) and committed before the answer.
+score, log; with the ranker also its sub-phases inputs, model and transformer). Every returned item
+is logged as an ``impression`` event (event_id ``imp-<request_id>-<position>``): appended to the
+local impression journal before the answer and drained into the event log in batches
+(api.journal; ``"impressions": {"journaled": true, "count": n}`` in the answer, or
+``{"journaled": false, "dropped": n, "reason": ...}`` when the journal's backlog is full).
 """
 from __future__ import annotations
 
@@ -101,18 +104,20 @@ def _score(rt, model, user_id: int, cands: list, stream_df, categories, now, tim
         return None, f"model {model.name} {model.version} failed to score ({type(exc).__name__})"
 
 
-def log_impressions(settings, request_id: str, user_id: int, page: str, items: list, now, model_version: str):
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from store.ingest import ingest_events
-    rows = [{"event_id": f"imp-{request_id}-{it['position']}", "user_id": user_id, "ts": now,
+def log_impressions(rt, request_id: str, user_id: int, page: str, items: list, now, model_version: str) -> dict:
+    """Journal the answer's impressions (api.journal: on local disk before the answer, in the
+    event log within ~0.2 s). A full journal drops them and the answer says so."""
+    from .journal import JournalFull
+    ts = now.isoformat()
+    rows = [{"event_id": f"imp-{request_id}-{it['position']}", "user_id": user_id, "ts": ts,
              "type": "impression", "stream_id": it["stream_id"], "request_id": request_id,
              "position": it["position"], "page": page} for it in items]
     try:
-        ingest_events(settings.database_url, rows, model_version=model_version)
-    except SQLAlchemyError as exc:
-        log.error("impressions of request %s not logged: %s", request_id, exc)
-        raise ApiError(503, "database_unavailable", "the impressions could not be logged; retry") from None
+        rt.journal.append(rows, model_version)
+    except JournalFull as exc:
+        log.error("impressions of request %s dropped: %s", request_id, exc)
+        return {"journaled": False, "dropped": len(rows), "reason": str(exc)}
+    return {"journaled": True, "count": len(rows)}
 
 
 class _Timer:
@@ -148,7 +153,6 @@ def recommend():
     req = parse_request(json_object(FIELDS))
     timer.lap("parse")
     rt = get_runtime()
-    settings = current_app.config["SETTINGS"]
     request_id = uuid.uuid4().hex
     now = datetime.now(timezone.utc)
     user_id, k, page = req["user_id"], req["k"], req["page"]
@@ -212,7 +216,7 @@ def recommend():
     items = [{"stream_id": int(cands[i]), "score": float(scores[i]) if np.isfinite(scores[i]) else None,
               "position": pos} for pos, i in enumerate(order, start=1)]
     timer.lap("score")
-    log_impressions(settings, request_id, user_id, page, items, now, model_version)
+    answer["impressions"] = log_impressions(rt, request_id, user_id, page, items, now, model_version)
     timer.lap("log")
     answer["items"] = items
     return _answer(answer, timer)

@@ -11,6 +11,8 @@ Feast / LightGBM are imported only by the first request that needs them).
 - ``ranker``   api.scoring.ModelHolder for the ``ranker`` (the transformer ranker; served when a
                version is active, the GBDT otherwise)
 - ``celery``   a Celery app from workers.celery_app.make_celery (send_task only)
+- ``journal``  api.journal.ImpressionJournal: the answers' impressions, appended before the answer
+               and drained into the event log by its flusher thread
 SQL engines are the process-wide ones of store.db.get_engine (pooled; sessions are per call).
 """
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Runtime:
         self._models = None
         self._ranker = None
         self._celery = None
+        self._journal = None
         self.closed = False
         # Feast's SQLite online store shares ONE sqlite3 connection between threads: serialise its
         # reads (they are CPU-bound Python anyway). Redis clients are thread-safe.
@@ -105,17 +108,50 @@ class Runtime:
                     self._celery = app
         return self._celery
 
+    @property
+    def journal(self):
+        if self._journal is None:
+            with self._lock:
+                if self._journal is None:
+                    from .journal import ImpressionJournal
+                    s = self.settings
+                    j = ImpressionJournal(s.journal_dir, lambda events, version: write_impressions(s, events, version),
+                                          fsync=s.journal_fsync, max_events=s.journal_max_events,
+                                          flush_interval_s=s.journal_flush_s)
+                    if not self.closed:
+                        j.start()       # also drains what a killed process left behind
+                    self._journal = j
+        return self._journal
+
     def close(self) -> None:
-        """Stop the snapshot thread and release the broker connections (idempotent)."""
+        """Stop the snapshot thread, drain the journal, release the broker connections (idempotent)."""
         with self._lock:
             self.closed = True
             snap, self._snapshot = self._snapshot, None
             celery, self._celery = self._celery, None
+            journal, self._journal = self._journal, None
         if snap is not None:
             snap.stop()
+        if journal is not None:
+            journal.close()
         if celery is not None:
             with contextlib.suppress(Exception):
                 celery.close()
+
+
+def write_impressions(settings, events: list, model_version) -> None:
+    """The journal's sink: one batch into the event log (idempotent ids). Rows the log refuses
+    (a stream removed from the catalog since the answer) are dropped with an error line, so one
+    bad row cannot block the journal; a database error raises (the journal retries)."""
+    from store.ingest import IngestError, ingest_events
+    try:
+        ingest_events(settings.database_url, events, model_version=model_version)
+    except IngestError as exc:
+        bad = {e.row for e in exc.errors}
+        log.error("impression journal: %d impression(s) refused by the event log and dropped: %s", len(bad), exc)
+        rest = [e for i, e in enumerate(events) if i not in bad]
+        if rest:
+            ingest_events(settings.database_url, rest, model_version=model_version)
 
 
 def private_store(settings):

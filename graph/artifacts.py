@@ -164,7 +164,7 @@ def train_and_register_embeddings(settings, *, config=None, end: Optional[dateti
     Returns the registry row (``dict``: name, version, artifact_path, metrics, status,
     data_version, created_at) with ``"skipped": True`` when nothing was trained.
     """
-    from store.ingest import data_version, load_catalog, load_events
+    from store.ingest import data_version, load_catalog, load_events, training_key
     from store.jobs import job_run
     from store.registry import already_trained, promote, register_model
 
@@ -176,11 +176,10 @@ def train_and_register_embeddings(settings, *, config=None, end: Optional[dateti
     url = settings.database_url
     if end is not None and end.tzinfo is None:
         end = end.replace(tzinfo=timezone.utc)
-    key = data_version(url)
-    if end is not None:
-        key += f"@{end.isoformat()}"
-    if window_days is not None:
-        key += f"/{float(window_days):g}d"
+    if window_days is not None:       # the window is relative to end: end matters even when it cuts nothing
+        key = data_version(url) + (f"@{end.isoformat()}" if end is not None else "") + f"/{float(window_days):g}d"
+    else:
+        key = training_key(url, end)
     key += f"#{_config_key(config)}"
     done = already_trained(url, MODEL_NAME, key)
     if done is not None:
@@ -215,6 +214,7 @@ def train_and_register_embeddings(settings, *, config=None, end: Optional[dateti
                    "walks_per_s": train.get("walks_per_s"), "untrained": train.get("untrained"),
                    "warm_start_from": emb.meta["warm_start_from"],
                    "seconds": round(time.perf_counter() - t0, 2)}
+        job.check()                   # the lease is still ours: publish
         register_model(url, MODEL_NAME, version, str(path), metrics=metrics, data_version=key)
         row = promote(url, MODEL_NAME, version)
         job.detail.update({"version": version, "artifact_path": str(path)})

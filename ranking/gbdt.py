@@ -309,9 +309,8 @@ def evaluate_frame(model: GBDTModel, valid: pd.DataFrame, *, label: str = "click
 
 
 def _data_key(settings, end: Optional[datetime]) -> str:
-    from store.ingest import data_version
-    dv = data_version(settings.database_url)
-    return dv if end is None else f"{dv}@{end.isoformat()}"
+    from store.ingest import training_key
+    return training_key(settings.database_url, end)
 
 
 def train_and_register(settings, *, end: Optional[datetime] = None, valid_frac: float = 0.2,
@@ -323,22 +322,36 @@ def train_and_register(settings, *, end: Optional[datetime] = None, valid_frac: 
     ``valid_frac`` of the impressions (by time) validate. The new version is promoted when it is the
     first or its validation AUC is not worse than the active version's. Returns the registry row.
     """
+    from store.jobs import job_run
+    from store.registry import already_trained
+
+    if end is not None and end.tzinfo is None:
+        end = end.replace(tzinfo=timezone.utc)
+    url = settings.database_url
+    key = _data_key(settings, end)
+    existing = already_trained(url, MODEL_NAME, key)
+    if existing is not None:
+        log.info("train_and_register: data version %s already trained (%s); not retraining", key,
+                 existing["version"])
+        return existing
+    with job_run(url, "train_gbdt", key) as job:      # one run per key, even with two schedulers
+        if job.skip:
+            return already_trained(url, MODEL_NAME, key, job.detail)
+        row = _train_and_register(settings, key, job, end=end, valid_frac=valid_frac, params=params,
+                                  num_boost_round=num_boost_round, progress=progress)
+        job.detail.update({"version": row["version"], "artifact_path": row["artifact_path"]})
+        return dict(row, skipped=False)
+
+
+def _train_and_register(settings, key: str, job, *, end, valid_frac, params, num_boost_round, progress) -> dict:
     from store.ingest import load_catalog, load_events
-    from store.registry import active_model, find_model, promote, register_model
+    from store.registry import active_model, promote, register_model
     from store.sources import TRUTH_FILE
 
     from .samples import impression_labels, training_frame
 
     t0 = time.perf_counter()
-    if end is not None and end.tzinfo is None:
-        end = end.replace(tzinfo=timezone.utc)
     url = settings.database_url
-    key = _data_key(settings, end)
-    existing = find_model(url, MODEL_NAME, data_version=key)
-    if existing is not None:
-        log.info("train_and_register: data version %s already trained (%s); not retraining", key,
-                 existing["version"])
-        return existing
 
     events = load_events(url, end=end)
     catalog = load_catalog(url)
@@ -371,6 +384,7 @@ def train_and_register(settings, *, end: Optional[datetime] = None, valid_frac: 
     version = f"{stamp}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
     path = Path(settings.artifact_dir) / "models" / MODEL_NAME / version
     model.save(path)
+    job.check()                       # the lease is still ours: publish
     row = register_model(url, MODEL_NAME, version, str(path), metrics=metrics, data_version=key)
     current = active_model(url, MODEL_NAME)
     cur_auc = (current or {}).get("metrics", {}).get("auc")

@@ -479,7 +479,7 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
     on the events before the validation period (:func:`embeddings_before`) when a graph version exists. Promotion: when no ranker is active or the validation click AUC (debiased scores) is
     not worse than the active version's. Returns the registry row (+ ``report`` path)."""
     from feature_repo.features import FEATURE_COLUMNS
-    from store.ingest import data_version, load_catalog, load_events
+    from store.ingest import load_catalog, load_events, training_key
     from store.jobs import job_run
     from store.registry import active_model, already_trained, promote, register_model
     from store.sources import TRUTH_FILE
@@ -496,7 +496,7 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
     cfg = train_config or TrainConfig(threads=2)
     fingerprint = hashlib.sha1(json.dumps([asdict(cfg), ranker_overrides or {}], sort_keys=True,
                                           default=str).encode()).hexdigest()[:8]
-    key = data_version(url) + (f"@{end.isoformat()}" if end is not None else "") + f"#{fingerprint}"
+    key = training_key(url, end) + f"#{fingerprint}"
     done = already_trained(url, MODEL_NAME, key)
     if done is not None:
         log.info("train_and_register_ranker: %s already trained (%s)", key, done["version"])
@@ -547,6 +547,7 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
         path = Path(settings.artifact_dir) / "models" / MODEL_NAME / version
         save_ranker(model, inputs, path, history=history, metrics=metrics)
         report = write_report(path / "report", model, inputs, valid, history, metrics, truth=truth)
+        job.check()                   # the lease is still ours: publish
         row = register_model(url, MODEL_NAME, version, str(path), metrics=metrics, data_version=key)
         current = active_model(url, MODEL_NAME)
         ok, why = should_promote(metrics, current)

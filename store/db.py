@@ -34,7 +34,24 @@ def get_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     Base.metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Columns added to an existing table since a database was created (create_all adds tables,
+    never columns): nullable, so ``ALTER TABLE ... ADD COLUMN`` is enough on SQLite and PostgreSQL."""
+    from sqlalchemy import inspect, text
+    insp = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        if not insp.has_table(table.name):
+            continue
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        for col in table.columns:
+            if col.name not in have and col.nullable:
+                ddl = f"ALTER TABLE {table.name} ADD COLUMN {col.name} {col.type.compile(engine.dialect)}"
+                with engine.begin() as conn:
+                    conn.execute(text(ddl))
 
 
 def session_factory(url: str) -> sessionmaker:

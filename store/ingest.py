@@ -566,3 +566,19 @@ def data_version(database_url: str) -> str:
             parts.append(conn.execute(select(func.count()).select_from(model)).scalar())
         parts.append(conn.execute(select(func.max(LiveWindow.end_ts))).scalar())
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
+
+
+def training_key(database_url: str, end: Optional[datetime] = None) -> str:
+    """The input version of a job that reads the events before ``end``: :func:`data_version`,
+    plus ``@end`` only when ``end`` cuts the log (some event is at or after it). Beat (no end)
+    and ``streamrank pipeline`` (end = now) on the same log thus name the same job, which then
+    runs once (store.jobs)."""
+    dv = data_version(database_url)
+    if end is None:
+        return dv
+    engine = get_engine(database_url)
+    with engine.connect() as conn:
+        last = conn.execute(select(func.max(Event.ts))).scalar()
+    if last is None or last < utc_naive(end):
+        return dv
+    return f"{dv}@{end.isoformat()}"

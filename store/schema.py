@@ -114,4 +114,10 @@ class JobRun(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
     detail: Mapped[Optional[dict]] = mapped_column(JSON, nullable=True)
+    # the lease (store.jobs): who runs it, when it last said so, and the Celery task to re-send
+    owner: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
+    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
+    task_name: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
+    task_id: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    kwargs: Mapped[Optional[dict]] = mapped_column(JSON, nullable=True)
     __table_args__ = (UniqueConstraint("task", "key", name="uq_job_run"),)

@@ -26,6 +26,11 @@ class Settings:
     snapshot_interval_s: float = 1.0         # STREAMRANK_SNAPSHOT_INTERVAL_S: candidate feature refresh
     stats_bucket_s: int = 3600               # STREAMRANK_STATS_BUCKET_S: batch statistics cadence
     broker_polling_s: float = 0.05           # STREAMRANK_BROKER_POLLING_S: serverless broker polling
+    job_lease_s: float = 60.0                # STREAMRANK_JOB_LEASE_S: a job whose heartbeat is older is re-run
+    journal_dir: Path = Path()               # STREAMRANK_JOURNAL_DIR: impression journal (default home/journal)
+    journal_fsync: str = "everysec"          # STREAMRANK_JOURNAL_FSYNC: always | everysec | no (api/journal.py)
+    journal_max_events: int = 100_000        # STREAMRANK_JOURNAL_MAX_EVENTS: backlog bound per API process
+    journal_flush_s: float = 0.2             # STREAMRANK_JOURNAL_FLUSH_S: journal -> event log cadence
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -40,6 +45,11 @@ class Settings:
             object.__setattr__(self, "feast_repo", home / "feast")
         if str(self.artifact_dir) in ("", "."):
             object.__setattr__(self, "artifact_dir", home / "artifacts")
+        if str(self.journal_dir) in ("", "."):
+            object.__setattr__(self, "journal_dir", home / "journal")
+        object.__setattr__(self, "journal_dir", Path(self.journal_dir).resolve())
+        if self.journal_fsync not in ("always", "everysec", "no"):
+            raise ValueError(f"STREAMRANK_JOURNAL_FSYNC must be always, everysec or no, got {self.journal_fsync!r}")
         object.__setattr__(self, "feast_repo", Path(self.feast_repo).resolve())
         object.__setattr__(self, "artifact_dir", Path(self.artifact_dir).resolve())
         if not (self.feast_online == "sqlite" or self.feast_online.startswith(("redis://", "rediss://"))):
@@ -54,14 +64,14 @@ class Settings:
             raw = env.get(f"STREAMRANK_{f.name.upper()}")
             if raw is None or raw == "":
                 continue
-            if f.name in ("home", "feast_repo", "artifact_dir"):
+            if f.name in ("home", "feast_repo", "artifact_dir", "journal_dir"):
                 kwargs[f.name] = Path(raw)
-            elif f.name == "port" or f.name == "stats_bucket_s":
+            elif f.name in ("port", "stats_bucket_s", "journal_max_events"):
                 try:
                     kwargs[f.name] = int(raw)
                 except ValueError:
                     raise ValueError(f"STREAMRANK_{f.name.upper()} must be an integer, got {raw!r}") from None
-            elif f.name in ("snapshot_interval_s", "broker_polling_s"):
+            elif f.name in ("snapshot_interval_s", "broker_polling_s", "job_lease_s", "journal_flush_s"):
                 try:
                     kwargs[f.name] = float(raw)
                 except ValueError:

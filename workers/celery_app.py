@@ -11,7 +11,10 @@ The beat schedule is :data:`BEAT_SCHEDULE` below, in one readable place.
 """
 from __future__ import annotations
 
-from celery import Celery
+import logging
+import threading
+
+from celery import Celery, signals
 from celery.schedules import crontab
 
 from store.settings import Settings
@@ -22,6 +25,7 @@ TASK_NAMES = {
     "train_gbdt": "streamrank.train_gbdt",
     "train_graph_embeddings": "streamrank.train_graph_embeddings",
     "train_ranker": "streamrank.train_ranker",
+    "recover_jobs": "streamrank.recover_jobs",
 }
 
 BEAT_SCHEDULE = {
@@ -33,6 +37,8 @@ BEAT_SCHEDULE = {
     "gbdt-daily": {"task": TASK_NAMES["train_gbdt"], "schedule": crontab(hour=3, minute=0)},
     # the transformer ranker daily at 04:00 UTC (after the embeddings and V1, whose outputs it reads)
     "ranker-daily": {"task": TASK_NAMES["train_ranker"], "schedule": crontab(hour=4, minute=0)},
+    # jobs whose worker died mid-run (lease expired) are sent again; every worker also does this
+    "recover-jobs": {"task": TASK_NAMES["recover_jobs"], "schedule": 60.0},
 }
 
 TASK_ROUTES = {
@@ -41,6 +47,7 @@ TASK_ROUTES = {
     TASK_NAMES["train_gbdt"]: {"queue": "training"},
     TASK_NAMES["train_graph_embeddings"]: {"queue": "training"},
     TASK_NAMES["train_ranker"]: {"queue": "training"},
+    TASK_NAMES["recover_jobs"]: {"queue": "default"},
 }
 
 LONGEST_JOB_S = 6 * 3600      # Redis visibility timeout must exceed the longest job (celery#5935)
@@ -109,3 +116,51 @@ def _lazy_config() -> dict:
 # The worker's app (``celery -A workers.celery_app worker``): configured on first use, not at import.
 app = Celery("streamrank", include=["workers.tasks"])
 app.add_defaults(_lazy_config)
+
+
+# ----------------------------------------------------------------------------- job leases
+# store.jobs records which Celery task holds a job's lease (so a dead worker's job can be re-sent
+# with the same task id): the worker tells it around every task.
+_task_tokens = threading.local()
+
+
+@signals.task_prerun.connect
+def _enter_task(task_id=None, task=None, kwargs=None, **_):
+    from store.jobs import current_task
+    _task_tokens.token = current_task.set((task.name, task_id, dict(kwargs or {})))
+
+
+@signals.task_postrun.connect
+def _leave_task(**_):
+    from store.jobs import current_task
+    token = getattr(_task_tokens, "token", None)
+    if token is not None:
+        current_task.reset(token)
+        _task_tokens.token = None
+
+
+def recover_jobs_once(celery: Celery, settings: Settings) -> list:
+    """Re-send the tasks of jobs whose process died (store.jobs.recover_stale_jobs)."""
+    from store.jobs import recover_stale_jobs
+
+    def resend(name, task_id, kwargs):
+        celery.send_task(name, kwargs=kwargs, task_id=task_id)
+    return recover_stale_jobs(settings.database_url, resend, lease_s=settings.job_lease_s)
+
+
+@signals.worker_ready.connect
+def _start_job_watchdog(sender=None, **_):
+    """Every worker checks for dead jobs every half lease: a training worker killed with -9 is
+    re-run by the next worker to look (its own replacement, or the real-time worker)."""
+    settings = Settings.from_env()
+    every = max(settings.job_lease_s / 2, 0.5)
+    log = logging.getLogger("streamrank.jobs")
+
+    def loop():
+        stop = threading.Event()
+        while not stop.wait(every):
+            try:
+                recover_jobs_once(app, settings)
+            except Exception as exc:        # the database may be briefly away: look again later
+                log.warning("job watchdog: %s: %s", type(exc).__name__, exc)
+    threading.Thread(target=loop, name="job-watchdog", daemon=True).start()

@@ -72,6 +72,13 @@ def push_realtime(self, event_ids: Sequence[str], at: Optional[str] = None) -> d
     return {"events": len(touched), "streams": len(streams), "users": len(users), "rows": rows}
 
 
+@app.task(name=TASK_NAMES["recover_jobs"], bind=True)
+def recover_jobs(self) -> dict:
+    """Re-send the tasks of jobs whose worker died mid-run (lease expired); see store.jobs."""
+    from .celery_app import recover_jobs_once
+    return {"resent": recover_jobs_once(app, _settings())}
+
+
 @app.task(name=TASK_NAMES["train_gbdt"], bind=True)
 def train_gbdt(self, end: Optional[str] = None) -> dict:
     """V1 LightGBM ranker on point-in-time Feast features; idempotent per data version."""

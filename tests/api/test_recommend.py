@@ -41,6 +41,8 @@ def test_impressions_logged_with_positions(client, world, db):
     before = db.snapshot()
     out = _recommend(client, user_id=7, k=4, page="home")
     rid = out["request_id"]
+    assert out["impressions"] == {"journaled": True, "count": 4}
+    assert client.application.extensions["streamrank"].journal.flush() in (0, 4)
     rows = db.rows("SELECT event_id, stream_id, position, page, model_version, user_id FROM impressions "
                    "WHERE request_id = :rid ORDER BY position", rid=rid)
     assert [(r[1], r[2]) for r in rows] == [(it["stream_id"], it["position"]) for it in out["items"]]
@@ -62,6 +64,7 @@ def test_gbdt_model_ranks_and_is_named(client, world, register_gbdt, db):
     assert np.allclose([it["score"] for it in out["items"]], [exp_by_stream[s] for s in got])
     scores = [it["score"] for it in out["items"]]
     assert scores == sorted(scores, reverse=True)
+    client.application.extensions["streamrank"].journal.flush()
     imp = db.rows("SELECT DISTINCT model_version FROM impressions WHERE request_id = :r", r=out["request_id"])
     assert imp == [(f"gbdt:{version}",)]
 
@@ -152,6 +155,7 @@ def test_no_live_streams_answers_empty(app, world):
 def test_unknown_user_is_a_cold_start(client, db):
     out = _recommend(client, user_id=10_000_000, k=3)
     assert len(out["items"]) == 3
+    client.application.extensions["streamrank"].journal.flush()
     assert db.count("users", "WHERE user_id = 10000000") == 1          # created by the impression log
 
 

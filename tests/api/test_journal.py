@@ -1,0 +1,201 @@
+"""The impression journal (api.journal): durable before the answer, drained in batches, bounded."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from api.journal import ImpressionJournal, JournalFull, read_segment
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _events(rid, n=3):
+    return [{"event_id": f"imp-{rid}-{p}", "user_id": 1, "ts": "2026-01-01T00:00:00+00:00", "type": "impression",
+             "stream_id": 5, "request_id": rid, "position": p, "page": "live_tab"} for p in range(1, n + 1)]
+
+
+class Sink:
+    def __init__(self):
+        self.batches, self.fail = [], False
+
+    def __call__(self, events, version):
+        if self.fail:
+            raise ConnectionError("event log away")
+        self.batches.append((version, [e["event_id"] for e in events]))
+
+    @property
+    def ids(self):
+        return [i for _, b in self.batches for i in b]
+
+
+def test_append_then_flush_writes_each_answer_once_grouped_by_model(tmp_path):
+    sink = Sink()
+    j = ImpressionJournal(tmp_path, sink, flush_interval_s=60)
+    j.append(_events("a"), "ranker:1")
+    j.append(_events("b", 2), "ranker:1")
+    j.append(_events("c", 1), "gbdt:2")
+    assert j.backlog == 6 and sink.batches == []
+    assert j.flush() == 6
+    assert sink.batches == [("ranker:1", ["imp-a-1", "imp-a-2", "imp-a-3", "imp-b-1", "imp-b-2"]),
+                            ("gbdt:2", ["imp-c-1"])]
+    assert j.backlog == 0 and list(tmp_path.glob("*.journal")) == []
+    assert j.flush() == 0
+    j.close()
+
+
+def test_the_event_log_away_keeps_the_impressions_and_a_full_backlog_drops_with_a_reason(tmp_path):
+    sink = Sink()
+    sink.fail = True
+    j = ImpressionJournal(tmp_path, sink, max_events=5, flush_interval_s=60)
+    j.append(_events("a"), None)
+    with pytest.raises(ConnectionError):
+        j.flush()
+    assert j.backlog == 3
+    with pytest.raises(JournalFull, match="backlog full"):
+        j.append(_events("b"), None)              # 3 + 3 > 5: nothing of it is written
+    assert j.stats["dropped"] == 3
+    sink.fail = False
+    assert j.flush() == 3 and sink.ids == ["imp-a-1", "imp-a-2", "imp-a-3"]
+    j.append(_events("c"), None)                 # room again
+    j.close()                                    # close drains
+    assert sink.ids[-3:] == ["imp-c-1", "imp-c-2", "imp-c-3"]
+
+
+def test_segments_of_a_dead_process_are_drained_and_a_torn_line_skipped(tmp_path):
+    orphan = tmp_path / "00000000000000000001-999999-deadbeef.journal"
+    good = json.dumps({"v": "ranker:1", "e": _events("x", 2)})
+    orphan.write_text(good + "\n" + '{"v": "ranker:1", "e": [{"event_id": "imp-y-1"')     # killed mid-write
+    assert [len(e) for _, e in read_segment(orphan)] == [2]
+    sink = Sink()
+    j = ImpressionJournal(tmp_path, sink, flush_interval_s=60)
+    j.append(_events("live"), None)              # our own active segment is not an orphan
+    assert j.drain_orphans() == 2
+    assert sink.ids == ["imp-x-1", "imp-x-2"] and not orphan.exists()
+    j.close()
+
+
+def test_a_segment_held_by_a_live_process_is_not_taken(tmp_path):
+    code = ("import sys, time; sys.path.insert(0, %r); from api.journal import ImpressionJournal;"
+            "j = ImpressionJournal(%r, lambda e, v: None, flush_interval_s=60);"
+            "j.append([{'event_id': 'imp-o-1'}], None); print('ready', flush=True); time.sleep(60)"
+            % (str(ROOT), str(tmp_path)))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        sink = Sink()
+        j = ImpressionJournal(tmp_path, sink, flush_interval_s=60)
+        assert j.drain_orphans() == 0 and sink.ids == []
+        proc.kill()                                  # kill -9: its flock goes with it
+        proc.wait()
+        assert j.drain_orphans() == 1 and sink.ids == ["imp-o-1"]
+        j.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_fsync_policy_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="fsync"):
+        ImpressionJournal(tmp_path, Sink(), fsync="sometimes")
+    j = ImpressionJournal(tmp_path, Sink(), fsync="always", flush_interval_s=60)
+    j.append(_events("a"), None)
+    assert j.flush() == 3
+    j.close()
+
+
+def test_a_full_journal_does_not_fail_recommend(make_app, world, db):
+    app = make_app(world.with_(journal_max_events=3, journal_flush_s=60.0, journal_dir=world.home / "journal-full"))
+    client = app.test_client()
+    first = client.post("/v1/recommend", json={"user_id": 1, "k": 3}).get_json()
+    assert first["impressions"] == {"journaled": True, "count": 3}
+    r = client.post("/v1/recommend", json={"user_id": 2, "k": 3})
+    assert r.status_code == 200 and len(r.get_json()["items"]) == 3
+    imp = r.get_json()["impressions"]
+    assert imp["journaled"] is False and imp["dropped"] == 3 and "backlog full" in imp["reason"]
+    app.extensions["streamrank"].journal.flush()
+    assert db.count("impressions", "WHERE request_id = :r", r=first["request_id"]) == 3
+    assert db.count("impressions", "WHERE request_id = :r", r=r.get_json()["request_id"]) == 0
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gunicorn(settings, port, log):
+    env = dict(os.environ, **settings.with_(port=port).to_env())
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "2",
+            "--no-control-socket", "--timeout", "120", "api:create_app()"]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+def test_sigkill_of_gunicorn_loses_no_impression_that_was_in_an_answer(world, tmp_path, db):
+    """Real gunicorn (2 workers), answers arriving, kill -9 of master and workers; after a restart
+    every impression of every answer a client received is in the event log, exactly once."""
+    settings = world.with_(api_key=None, journal_dir=tmp_path / "journal", journal_flush_s=30.0)
+    log = open(tmp_path / "gunicorn.log", "ab")
+    port = _free_port()
+    proc = _gunicorn(settings, port, log)
+    answered, stop = [], threading.Event()
+
+    def client():
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        i = 0
+        while not stop.is_set():
+            try:
+                conn.request("POST", "/v1/recommend", body=json.dumps({"user_id": i % 50, "k": 5}),
+                             headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                body = json.loads(resp.read())
+            except (OSError, http.client.HTTPException, ValueError):
+                return                                  # the server died under us
+            if resp.status == 200:
+                answered.append((body["request_id"], len(body["items"])))
+            i += 1
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(3.0)
+        os.killpg(proc.pid, signal.SIGKILL)             # master and workers, mid-traffic
+        proc.wait(timeout=10)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        assert len(answered) >= 10
+        ids = [rid for rid, _ in answered]
+        q = "WHERE request_id IN (" + ",".join(f"'{r}'" for r in ids) + ")"
+        before = db.count("impressions", q)
+        assert before < sum(n for _, n in answered)     # they were in the journal only (flush every 30 s)
+        proc = _gunicorn(settings.with_(journal_flush_s=0.2), port, log)   # restart: readyz drains the orphans
+        deadline = time.monotonic() + 30
+        want = sum(n for _, n in answered)
+        while db.count("impressions", q) < want and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert db.count("impressions", q) == want
+        assert db.count("events", "WHERE type = 'impression' AND " + q[6:]) == want     # once each
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        log.close()
