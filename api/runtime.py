@@ -4,9 +4,10 @@ Like flaskr's ``get_db()``: routes call :func:`get_runtime` and take what they n
 opened at ``create_app`` time (so ``create_app()`` is instant, gunicorn can fork after it, and
 Feast / LightGBM are imported only by the first request that needs them).
 
-- ``online``   feature_repo.online.OnlineFeatures (Feast FeatureStore, imported on first read)
+- ``online``   feature_repo.online.OnlineFeatures: reads Feast's online store directly
+               (feature_repo.direct); Feast itself is not imported by the API
 - ``snapshot`` api.snapshot.StreamSnapshot, its refresh thread started on first use (it reads
-               through a FeatureStore of its own: :func:`private_store`)
+               through a direct reader of its own, feature_repo.direct)
 - ``models``   api.scoring.ModelHolder for the ``gbdt`` model (V1)
 - ``ranker``   api.scoring.ModelHolder for the ``ranker`` (the transformer ranker; served when a
                version is active, the GBDT otherwise)
@@ -41,9 +42,10 @@ class Runtime:
         self._celery = None
         self._journal = None
         self.closed = False
-        # Feast's SQLite online store shares ONE sqlite3 connection between threads: serialise its
-        # reads (they are CPU-bound Python anyway). Redis clients are thread-safe.
-        self.feast_lock = threading.Lock() if settings.feast_online == "sqlite" else contextlib.nullcontext()
+        # Online reads go through feature_repo.direct (a SQLite connection per thread; Redis clients
+        # are thread-safe), so request threads need no lock around them. (Feast's own SQLite store
+        # shares ONE connection between threads and needed one.)
+        self.feast_lock = contextlib.nullcontext()
 
     @property
     def online(self):
@@ -62,11 +64,10 @@ class Runtime:
                     from feature_repo.online import OnlineFeatures
 
                     from .snapshot import StreamSnapshot
-                    # the refresh thread reads through a FeatureStore of its own: a 300-stream read
-                    # takes ~150 ms and must not hold the lock the per-request user reads need
-                    online = OnlineFeatures(self.settings, store=private_store(self.settings))
-                    lock = threading.Lock() if self.settings.feast_online == "sqlite" else None
-                    snap = StreamSnapshot(self.settings, online, feast_lock=lock,
+                    # the refresh thread reads through its own direct reader (its own SQLite
+                    # connection): no lock shared with the per-request user reads
+                    online = OnlineFeatures(self.settings)
+                    snap = StreamSnapshot(self.settings, online,
                                           interval_s=self.config.get("SNAPSHOT_INTERVAL_S")
                                           or self.settings.snapshot_interval_s)
                     if self.config.get("SNAPSHOT_BACKGROUND", True) and not self.closed:

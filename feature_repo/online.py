@@ -69,10 +69,14 @@ def _ids(values) -> list[int]:
 class OnlineFeatures:
     """Reads of the Feast online store for one :class:`store.settings.Settings`."""
 
-    def __init__(self, settings, store=None):
+    def __init__(self, settings, store=None, *, direct: bool = True):
         self.settings = settings
         self._store = store
         self._lock = threading.Lock()
+        # reads go straight to the online store's rows (feature_repo.direct: parity-tested against
+        # get_online_features); direct=False asks Feast itself
+        self.direct = direct
+        self._direct = None
 
     @property
     def store(self):
@@ -84,6 +88,11 @@ class OnlineFeatures:
         return self._store
 
     def _read(self, refs: list[str], entity_rows: dict) -> dict:
+        if self.direct:
+            if self._direct is None:
+                from .direct import DirectOnlineReader
+                self._direct = DirectOnlineReader(self.settings)
+            return self._direct.read(refs, entity_rows)
         return self.store.get_online_features(features=refs, entity_rows=entity_rows).to_dict()
 
     def user_rows(self, user_id: int, stream_ids: Sequence[int], categories: Sequence[Optional[int]]

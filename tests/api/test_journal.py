@@ -124,6 +124,18 @@ def test_a_full_journal_does_not_fail_recommend(make_app, world, db):
     assert db.count("impressions", "WHERE request_id = :r", r=r.get_json()["request_id"]) == 0
 
 
+class _Count:
+    def __init__(self, url):
+        self.url = url
+
+    def count(self, table: str, where: str = "") -> int:
+        from sqlalchemy import text
+
+        from store.db import get_engine
+        with get_engine(self.url).connect() as conn:
+            return int(conn.execute(text(f"SELECT COUNT(*) FROM {table} {where}")).scalar())
+
+
 def _free_port() -> int:
     import socket
     with socket.socket() as s:
@@ -147,14 +159,22 @@ def _gunicorn(settings, port, log):
             time.sleep(0.2)
 
 
-def test_sigkill_of_gunicorn_loses_no_impression_that_was_in_an_answer(world, tmp_path, db):
+def test_sigkill_of_gunicorn_loses_no_impression_that_was_in_an_answer(world, tmp_path):
     """Real gunicorn (2 workers), answers arriving, kill -9 of master and workers; after a restart
     every impression of every answer a client received is in the event log, exactly once."""
-    settings = world.with_(api_key=None, journal_dir=tmp_path / "journal", journal_flush_s=30.0)
+    import sqlite3
+    src = sqlite3.connect(world.database_url.split("///", 1)[1])     # a copy of the world's log:
+    dst = sqlite3.connect(tmp_path / "log.db")                       # thousands of impressions
+    src.backup(dst)                                                  # stay out of other tests
+    src.close()
+    dst.close()
+    settings = world.with_(api_key=None, journal_dir=tmp_path / "journal", journal_flush_s=30.0,
+                           database_url=f"sqlite:///{tmp_path / 'log.db'}")
+    db = _Count(settings.database_url)
     log = open(tmp_path / "gunicorn.log", "ab")
     port = _free_port()
     proc = _gunicorn(settings, port, log)
-    answered, stop = [], threading.Event()
+    answered, failed, stop = [], [], threading.Event()
 
     def client():
         import http.client
@@ -170,6 +190,8 @@ def test_sigkill_of_gunicorn_loses_no_impression_that_was_in_an_answer(world, tm
                 return                                  # the server died under us
             if resp.status == 200:
                 answered.append((body["request_id"], len(body["items"])))
+            else:
+                failed.append((resp.status, body))
             i += 1
     threads = [threading.Thread(target=client) for _ in range(3)]
     try:
@@ -181,7 +203,7 @@ def test_sigkill_of_gunicorn_loses_no_impression_that_was_in_an_answer(world, tm
         stop.set()
         for t in threads:
             t.join(timeout=30)
-        assert len(answered) >= 10
+        assert len(answered) >= 10, failed[:3]
         ids = [rid for rid, _ in answered]
         q = "WHERE request_id IN (" + ",".join(f"'{r}'" for r in ids) + ")"
         before = db.count("impressions", q)
