@@ -42,6 +42,7 @@ class SnapshotState:
     read_at: float                         # time.monotonic() when the read started
     read_s: float = 0.0                    # duration of the read
     extra: frozenset = field(default_factory=frozenset)
+    store_version: Optional[object] = None   # the online store's change marker at the read (None: unknown)
 
     def age_s(self) -> float:
         return time.monotonic() - self.read_at
@@ -101,6 +102,7 @@ class StreamSnapshot:
         self._thread: Optional[threading.Thread] = None
         self._start_lock = threading.Lock()
         self.refreshes = 0
+        self.skipped = 0                              # refreshes that found the online store unchanged
         self.failures = 0
         self.last_error: Optional[str] = None
 
@@ -169,11 +171,18 @@ class StreamSnapshot:
         ids = list(live) + sorted(extra.difference(live))
         cats = stream_categories(self.settings.database_url, ids)
         ids = [i for i in ids if i in cats]                    # a stream deleted from the catalog
-        with self._feast_lock:
-            frame = self.online.stream_rows(ids)
-        frame = _shareable(frame.set_index("stream_id"))
+        version = self.online.store_version()
+        prev = self._state
+        if (prev is not None and version is not None and version == prev.store_version
+                and list(prev.frame.index) == ids):
+            frame = prev.frame          # nothing written to the online store since: no re-read
+            self.skipped += 1
+        else:
+            with self._feast_lock:
+                frame = self.online.stream_rows(ids)
+            frame = _shareable(frame.set_index("stream_id"))
         st = SnapshotState(frame=frame, categories=cats, live_ids=live, as_of=as_of, read_at=t0,
-                           read_s=time.monotonic() - t0, extra=extra)
+                           read_s=time.monotonic() - t0, extra=extra, store_version=version)
         self._state = st
         self.refreshes += 1
         return st
@@ -241,6 +250,7 @@ class StreamSnapshot:
     def info(self) -> dict:
         st = self._state
         return {"running": self.running, "interval_s": self.interval_s, "refreshes": self.refreshes,
+                "unchanged": self.skipped,
                 "failures": self.failures, "last_error": self.last_error,
                 "streams": None if st is None else int(len(st.frame)),
                 "live": None if st is None else len(st.live_ids),

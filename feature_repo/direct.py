@@ -93,13 +93,29 @@ def _int64_list(buf: bytes) -> list:
     return out
 
 
+_SCALARS: dict = {}          # serialized scalar Value -> its Python value (counts and ratios repeat a lot)
+_SCALARS_MAX = 200_000
+
+
 def _python(value_bytes: Optional[bytes]):
     """A serialized feast Value -> the Python value to_dict() gives (None when unset)."""
     if value_bytes is None:
         return None
+    hit = _SCALARS.get(value_bytes)
+    if hit is not None:
+        return hit
     buf = bytes(value_bytes)
     if not buf:
         return None                                # no field set
+    v = _decode(buf)
+    if isinstance(v, (int, float)) and not (isinstance(v, float) and v != v):    # NaN is not a key
+        if len(_SCALARS) >= _SCALARS_MAX:
+            _SCALARS.clear()
+        _SCALARS[buf] = v
+    return v
+
+
+def _decode(buf: bytes):
     try:
         tag, i = _varint(buf, 0)
         rest_ok = True
@@ -176,6 +192,16 @@ class DirectOnlineReader:
         if self._redis is not None:
             self._redis.close()
             self._redis = None
+
+    def version(self):
+        """SQLite: ``PRAGMA data_version`` of this thread's connection, which changes when any other
+        connection committed (Feast's materialize or push); None for Redis (no such marker)."""
+        if self.kind != "sqlite":
+            return None
+        conn = self._sqlite()
+        if conn is None:
+            return None
+        return ("sqlite", id(conn), conn.execute("PRAGMA data_version").fetchone()[0])
 
     # ------------------------------------------------------------------ reads
     def read(self, refs: Sequence[str], entity_rows: Mapping[str, Sequence[int]]) -> dict:

@@ -125,25 +125,35 @@ def derive_features(frame: pd.DataFrame) -> pd.DataFrame:
     """
     n = len(frame)
     as_of = _epoch_seconds(frame["event_timestamp"]) if n else np.zeros(0)
+    lists = frame["recent_streams"].tolist() if "recent_streams" in frame.columns else [None] * n
+    new = derive_arrays(lambda c: _num(frame, c), as_of, lists, frame["stream_id"].tolist() if n else [])
+    rest = frame.drop(columns=[c for c in FEATURE_COLUMNS if c in frame.columns])
+    return pd.concat([rest, pd.DataFrame({c: new[c] for c in FEATURE_COLUMNS}, index=frame.index)], axis=1)
+
+
+def derive_arrays(raw, as_of: np.ndarray, recent_streams: list, stream_ids: list) -> dict:
+    """The core of :func:`derive_features` on arrays (the serving path calls it without pandas):
+    ``raw(col)`` gives a fresh float64 array of a raw Feast column (NaN where missing or absent),
+    ``as_of`` epoch seconds per row, ``recent_streams`` the user's lists per row, ``stream_ids``
+    the candidates. Returns every :data:`FEATURE_COLUMNS` column (float64 arrays)."""
+    n = len(as_of)
     new: dict[str, np.ndarray] = {}
     for c in ZERO_FILLED:
-        v = _num(frame, c)
+        v = raw(c)
         v[np.isnan(v)] = 0.0
         new[c] = v
     for c in NAN_FILLED:
-        new[c] = _num(frame, c)
+        new[c] = raw(c)
     # real-time counters: a window whose whole content is older than the window reads 0
-    age = as_of - _num(frame, "rt_epoch")
+    age = as_of - raw("rt_epoch")
     for m, w in RT_COUNTERS:
         col = f"{m}_{w}"
         new[col][~(age < RT_WINDOWS[w])] = 0.0            # NaN age (no row) -> 0 as well
-    new["us_hours_since_last_interaction"] = (as_of - _num(frame, "us_last_interaction_epoch")) / 3600.0
-    lists = frame["recent_streams"].tolist() if "recent_streams" in frame.columns else [None] * n
-    new["recent_stream_rank"] = _rank_in(lists, frame["stream_id"].tolist()) if n else np.zeros(0)
+    new["us_hours_since_last_interaction"] = (as_of - raw("us_last_interaction_epoch")) / 3600.0
+    new["recent_stream_rank"] = _rank_in(recent_streams, stream_ids) if n else np.zeros(0)
     new["uc_click_share_30d"] = _ratio(new["uc_clicks_30d"], new["u_clicks_30d"])
     new["uc_exposure_share_30d"] = _ratio(new["uc_exposures_30d"], new["u_exposures_30d"])
-    rest = frame.drop(columns=[c for c in FEATURE_COLUMNS if c in frame.columns])
-    return pd.concat([rest, pd.DataFrame({c: new[c] for c in FEATURE_COLUMNS}, index=frame.index)], axis=1)
+    return new
 
 
 def _int_list(v) -> list:

@@ -19,9 +19,10 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .definitions import VIEW_FEATURES
+from .columns import Columns, object_array
+from .definitions import RT_ITEMS_WINDOW, RT_WINDOWS, VIEW_FEATURES
 from .features import (FEATURE_COLUMNS, SEQUENCE_COLUMNS, SEQUENCE_REFS, STREAM_FEATURE_REFS, STREAM_VIEWS,
-                       USER_FEATURE_REFS, derive_features, expire_lists)
+                       USER_FEATURE_REFS, _int_list, derive_arrays, derive_features, expire_lists)
 
 _LIST_COLUMNS = {n for v in VIEW_FEATURES for n, dt in VIEW_FEATURES[v] if dt == "int64_list"}
 # the sequence lists that are not GBDT refs, read along with their view's other features
@@ -38,10 +39,6 @@ USER_ROW_REFS = _USER_REFS
 USER_ROW_COLUMNS = [r.split(":")[1] for r in USER_FEATURE_REFS + _USER_LIST_REFS]
 
 
-def _int_list(v) -> list:
-    return [] if v is None else [int(x) for x in v]
-
-
 def _arrays(resp: dict, columns: Sequence[str], index: Optional[np.ndarray] = None) -> dict:
     """Feast's to_dict() columns as float arrays (None -> NaN) / lists of int (None -> []),
     optionally re-indexed (each row its own list)."""
@@ -50,7 +47,9 @@ def _arrays(resp: dict, columns: Sequence[str], index: Optional[np.ndarray] = No
         vals = resp[c]
         if c in _LIST_COLUMNS:
             col = [_int_list(v) for v in vals]
-            out[c] = col if index is None else [list(col[i]) for i in index]
+            # re-indexed rows share their list object (the user's lists on every candidate row:
+            # consumers pad a shared list once); nothing downstream mutates them
+            out[c] = col if index is None else [col[i] for i in index]
         else:
             arr = np.array(vals, dtype=float) if None not in vals else \
                 np.array([np.nan if v is None else v for v in vals], dtype=float)
@@ -95,8 +94,25 @@ class OnlineFeatures:
             return self._direct.read(refs, entity_rows)
         return self.store.get_online_features(features=refs, entity_rows=entity_rows).to_dict()
 
+    def store_version(self):
+        """A marker that changes whenever the online store was written (None: not known, e.g. Redis
+        or reads through Feast): a reader that saw the same marker may keep what it read."""
+        if not self.direct:
+            return None
+        if self._direct is None:
+            from .direct import DirectOnlineReader
+            self._direct = DirectOnlineReader(self.settings)
+        return self._direct.version()
+
     def user_rows(self, user_id: int, stream_ids: Sequence[int], categories: Sequence[Optional[int]]
                   ) -> pd.DataFrame:
+        """:meth:`user_columns` as a DataFrame (docstring there)."""
+        cols = self.user_columns(user_id, stream_ids, categories)
+        return pd.DataFrame({c: (list(v) if v.dtype == object else v) for c, v in cols.items()},
+                            columns=list(cols))
+
+    def user_columns(self, user_id: int, stream_ids: Sequence[int], categories: Sequence[Optional[int]]
+                     ) -> dict:
         """User-side features for each candidate (user, user x category, user x stream, recent lists).
 
         Rows in candidate order, with user_id, stream_id, category_id, the raw user-side GBDT columns
@@ -124,7 +140,10 @@ class OnlineFeatures:
                 data.update(_arrays(self._read(refs, rows), [r.split(":")[1] for r in refs], index))
         else:
             data.update(_arrays({c: [] for c in cols}, cols))
-        return pd.DataFrame(data, columns=["user_id", "stream_id", "category_id"] + cols)
+        for c in cols:
+            if c in _LIST_COLUMNS:
+                data[c] = object_array(data[c])
+        return {c: data[c] for c in ["user_id", "stream_id", "category_id"] + cols}
 
     def user_row(self, user_id: int) -> dict:
         """The user's own features (user_stats and recent lists) as a dict."""
@@ -171,5 +190,50 @@ def assemble(user_df: pd.DataFrame, stream_df: pd.DataFrame, now: Optional[datet
     frame = user_df.reset_index(drop=True).join(s, on="stream_id")
     frame["event_timestamp"] = pd.Series([ts] * len(frame), dtype="datetime64[us, UTC]")
     out = expire_lists(derive_features(frame))
-    keep = [c for c in ("user_id", "stream_id", "event_timestamp") if c in out.columns]
+    keep = [c for c in ("user_id", "stream_id", "category_id", "event_timestamp") if c in out.columns]
     return out[keep + FEATURE_COLUMNS + SEQUENCE_COLUMNS]
+
+
+def assemble_columns(user: dict, stream_df: pd.DataFrame, now: Optional[datetime] = None) -> Columns:
+    """:func:`assemble` without pandas on the request path: ``user`` is
+    :meth:`OnlineFeatures.user_columns` (candidate order), ``stream_df`` the candidates' stream rows
+    in the SAME order (the snapshot's ``rows(candidates)``). Same values, same rules
+    (:func:`feature_repo.features.derive_arrays`, the list expiry of :func:`expire_lists`)."""
+    now = now or datetime.now(timezone.utc)
+    ts = pd.Timestamp(now)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    n = len(user["stream_id"])
+    if len(stream_df) != n:
+        raise ValueError(f"{len(stream_df)} stream rows for {n} candidates")
+    sids = np.asarray(user["stream_id"], dtype=np.int64)
+    if n and "stream_id" in stream_df.columns and not np.array_equal(stream_df["stream_id"].to_numpy(), sids):
+        raise ValueError("stream rows are not in the candidates' order")
+    as_of = np.full(n, (ts.value // 1000) / 1e6)             # epoch µs / 1e6, as _epoch_seconds
+    stream = {c: stream_df[c] for c in stream_df.columns if c != "stream_id"}
+
+    def raw(c):
+        if c in user:
+            v = user[c]
+        elif c in stream:
+            v = stream[c].to_numpy()
+        else:
+            return np.full(n, np.nan)
+        return np.array(v, dtype=np.float64) if v.dtype.kind in "fiub" else \
+            pd.to_numeric(pd.Series(v), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    recent = user["recent_streams"].tolist() if "recent_streams" in user else [None] * n
+    out = {"user_id": np.asarray(user["user_id"], dtype=np.int64), "stream_id": sids,
+           "category_id": np.asarray(user["category_id"], dtype=np.int64)}
+    out.update(derive_arrays(raw, as_of, recent, sids.tolist()))
+    expired = ~((as_of - raw("rt_epoch")) < RT_WINDOWS[RT_ITEMS_WINDOW])          # NaN age -> expired
+    empty: list = []
+    for c in SEQUENCE_COLUMNS:
+        vals = user[c].tolist() if c in user else (stream[c].tolist() if c in stream else [None] * n)
+        if c == "rt_items":
+            vals = [empty if x else _int_list(v) for v, x in zip(vals, expired)]
+        elif n and all(v is vals[0] for v in vals):            # the user's list, shared by every row
+            lst = _int_list(vals[0])
+            vals = [lst] * n
+        else:
+            vals = [_int_list(v) for v in vals]
+        out[c] = object_array(vals)
+    return Columns(out, n)

@@ -82,6 +82,11 @@ def _pad_lists(lists: Sequence, length: int, vocab: Vocab) -> np.ndarray:
     out = np.zeros((n, length), np.int64)
     if n == 0:
         return out
+    if n > 1 and all(lst is lists[0] for lst in lists) and isinstance(lists[0], list):
+        # one list object on every row (the request path: the user's lists, shared by the
+        # candidates): pad it once
+        out[:] = _pad_lists(lists[:1], length, vocab)[0]
+        return out
     flat, rows, cols = [], [], []
     for i, lst in enumerate(lists):
         if lst is None or (isinstance(lst, float) and np.isnan(lst)):

@@ -168,6 +168,9 @@ class LiveStreamTransformer(nn.Module):
         self.causal, self.time_encoding, self.n_time_buckets = causal, time_encoding, n_time_buckets
         self.ff_mult = ff_mult
         self.out_dim = 2 * d_model
+        # drop token columns that are padding in every row (same result, less work); off for a
+        # graph export (ONNX), whose shapes cannot depend on the data
+        self.drop_padding_columns = True
 
         self.type_emb = nn.Embedding(n_types, d_model)
         self.pos_emb = nn.Embedding(max_positions, d_model)
@@ -225,7 +228,7 @@ class LiveStreamTransformer(nn.Module):
         x = torch.cat(list(tokens), dim=1)                                         # [B, T, d]
         mask = torch.cat([ones] + [m.bool() for m in masks], dim=1)               # [B, T]
         used = mask.any(dim=0)                                                    # [T]
-        if not bool(used.all()):
+        if self.drop_padding_columns and not bool(used.all()):
             x, mask = x[:, used], mask[:, used]                                   # [B, T', d], [B, T']
         T = x.shape[1]
         attn_mask = mask.unsqueeze(1)                                             # [B, 1, T] keys

@@ -71,6 +71,36 @@ def test_recommend_serves_the_ranker_and_falls_back_when_rejected(world, make_ap
     assert r.status_code == 200 and r.get_json()["model"]["name"] == "gbdt"
 
 
+def test_the_lean_request_path_scores_as_the_pandas_path(world, ranker_version, live_ids):
+    """The request path (numpy assembly, cached candidate encodings, shared user lists) ranks
+    exactly as the pandas path of training for the same features (scores within 1e-5)."""
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from api.snapshot import stream_categories
+    from feature_repo.online import OnlineFeatures, assemble, assemble_columns
+    from ranking.gbdt import GBDTModel
+    from ranking.scorer import RankerScorer
+    from store.registry import active_model
+    scorer = RankerScorer.load(ranker_version["artifact_path"])
+    gbdt = GBDTModel.load(active_model(world.database_url, "gbdt")["artifact_path"])
+    online = OnlineFeatures(world)
+    cands = list(live_ids)
+    cats = stream_categories(world.database_url, cands)
+    cat_list = [cats.get(c) for c in cands]
+    streams = online.stream_rows(cands)
+    now = datetime.now(timezone.utc)
+    for user in (3, 7, 10_000_000):                       # known users and a cold start
+        old = assemble(online.user_rows(user, cands, cat_list), streams, now)
+        new = assemble_columns(online.user_columns(user, cands, cat_list), streams, now)
+        for _ in range(2):                                 # the second call reads the candidate cache
+            assert np.abs(scorer.predict(new, page="live_tab") - scorer.predict(old, page="live_tab")).max() <= 1e-5
+        assert np.abs(gbdt.predict(new, num_threads=1) - gbdt.predict(old, num_threads=1)).max() <= 1e-9
+    uncached = RankerScorer.load(ranker_version["artifact_path"], cache_candidates=False)
+    assert np.abs(uncached.predict(new, page="live_tab") - scorer.predict(new, page="live_tab")).max() <= 1e-5
+
+
 def test_promotion_rule():
     assert should_promote({"auc": 0.6}, None)[0]
     cur = {"version": "a", "metrics": {"auc": 0.70, "cvr_auc_all": 0.80}}

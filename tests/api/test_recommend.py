@@ -113,7 +113,7 @@ def test_user_feature_failure_falls_back_to_popularity(app, register_gbdt, monke
 
     def boom(*a, **k):
         raise ConnectionError("online store down")
-    monkeypatch.setattr(online, "user_rows", boom)
+    monkeypatch.setattr(online, "user_columns", boom)
     out = _recommend(app.test_client(), user_id=2, k=3)
     assert out["model"]["fallback"] is True and "user features unavailable" in out["model"]["reason"]
     assert len(out["items"]) == 3

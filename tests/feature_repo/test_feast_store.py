@@ -203,7 +203,7 @@ def test_online_assembly_equals_training_features_at_the_same_instant(repo):
     assembled from get_online_features after materializing up to `end`."""
     settings, ev, streams, items, frames, end, info = repo
     from feature_repo.features import FEATURE_COLUMNS, SEQUENCE_COLUMNS
-    from feature_repo.online import OnlineFeatures
+    from feature_repo.online import OnlineFeatures, assemble_columns
     from ranking.samples import training_frame
     cats = dict(zip(streams.stream_id, streams.category))
     lists_seen = {c: 0 for c in SEQUENCE_COLUMNS}
@@ -227,7 +227,13 @@ def test_online_assembly_equals_training_features_at_the_same_instant(repo):
         for c in SEQUENCE_COLUMNS:                      # the id lists agree too
             assert with_lists[c].tolist() == served[c].tolist(), (user, c)
             lists_seen[c] += sum(len(v) > 0 for v in served[c])
-    assert served.shape == (8, 3 + len(FEATURE_COLUMNS) + len(SEQUENCE_COLUMNS))
+        # the request path's numpy assembly gives the very same values
+        lean = assemble_columns(online.user_columns(user, sids, [cats[s] for s in sids]), snap, end)
+        c = lean[FEATURE_COLUMNS].to_numpy()
+        assert ((a == c) | (np.isnan(a) & np.isnan(c))).all(), user
+        for col in SEQUENCE_COLUMNS + ["user_id", "stream_id", "category_id"]:
+            assert list(lean[col]) == served[col].tolist(), (user, col)
+    assert served.shape == (8, 4 + len(FEATURE_COLUMNS) + len(SEQUENCE_COLUMNS))
     assert lists_seen["recent_items"] and lists_seen["recent_streams"], lists_seen
 
 
@@ -276,7 +282,7 @@ def test_pushed_rt_items_are_read_online_by_stream_rows_the_snapshot_and_assembl
     for minutes, expected in ((0, [901, 902]), (29.99, [901, 902]), (30, []), (90, [])):
         now = (at + pd.Timedelta(minutes=minutes)).to_pydatetime()
         out = assemble(users, frame, now)
-        assert list(out.columns) == ["user_id", "stream_id", "event_timestamp"] + FEATURE_COLUMNS + SEQUENCE_COLUMNS
+        assert list(out.columns) == ["user_id", "stream_id", "category_id", "event_timestamp"] + FEATURE_COLUMNS + SEQUENCE_COLUMNS
         assert out["stream_id"].tolist() == [87, 88, 89]
         assert out["rt_items"].tolist() == [expected, [], []], minutes
         assert out["recent_items"].tolist() == [[903, 902]] * 3
