@@ -141,18 +141,10 @@ class Runtime:
 
 
 def write_impressions(settings, events: list, model_version) -> None:
-    """The journal's sink: one batch into the event log (idempotent ids). Rows the log refuses
-    (a stream removed from the catalog since the answer) are dropped with an error line, so one
-    bad row cannot block the journal; a database error raises (the journal retries)."""
-    from store.ingest import IngestError, ingest_events
-    try:
-        ingest_events(settings.database_url, events, model_version=model_version)
-    except IngestError as exc:
-        bad = {e.row for e in exc.errors}
-        log.error("impression journal: %d impression(s) refused by the event log and dropped: %s", len(bad), exc)
-        rest = [e for i, e in enumerate(events) if i not in bad]
-        if rest:
-            ingest_events(settings.database_url, rest, model_version=model_version)
+    """The journal's sink: one batch into the event log (store.ingest.ingest_impressions:
+    idempotent ids; a database error raises and the journal retries)."""
+    from store.ingest import ingest_impressions
+    ingest_impressions(settings.database_url, events, model_version=model_version)
 
 
 def private_store(settings):

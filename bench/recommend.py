@@ -1,22 +1,30 @@
-"""Latency of POST /v1/recommend with 200 candidates vs. reading the same rows from Feast directly.
+"""Latency and throughput of POST /v1/recommend (200 candidates, k = 20) against reading the same
+rows from Feast, the targets of the serving-speed issue printed side by side.
 
-    python bench/recommend.py [--home DIR] [--requests 300] [--candidates 200] [--server] [--gunicorn]
+    python bench/recommend.py [--home DIR] [--gunicorn] [--duration 60] [--clients 16]
+                              [--requests 300] [--candidates 200]
 
 Builds (or, with ``--home`` pointing at an existing world, reuses) a simulated live-commerce world
 with at least ``--candidates`` streams live now, runs the pipeline in-process (statistics ->
-Parquet -> Feast materialize; the V1 LightGBM when ranking.gbdt is available), then measures:
+Parquet -> Feast materialize, the V1 LightGBM, Metapath2vec, the transformer ranker), then
+measures, with no Celery worker running:
 
-  api (test client)    POST /v1/recommend {user_id, candidates: 200 live streams, k: 20} through
-                       Flask's test client: parse, snapshot rows, the user's Feast rows, assemble,
-                       LightGBM, impression log committed to SQLite, JSON answer
-  api (http)           the same over HTTP/1.1 keep-alive to a threaded werkzeug server on 127.0.0.1
-                       (--server, default on), and to gunicorn (--gunicorn, 1 worker x 4 threads)
-  feast direct (201)   FeatureStore.get_online_features for the same 201 rows: the 200 streams'
-                       stream-side refs + the user's own row (what a snapshot-less server reads)
-  feast naive (200x)   every GBDT ref for 200 (user, stream, category) rows + 200 stream rows: the
-                       API's model input read entirely from Feast per request (no snapshot)
+  api (test client)    the request through Flask's test client (no HTTP), with its phases
+                       (Server-Timing: parse, candidates, registry, user, assemble, score, log;
+                       the ranker's inputs / model / transformer)
+  gunicorn, 1 client   ``streamrank serve``'s shape: gunicorn, 2 workers x 4 threads, HTTP/1.1
+                       keep-alive on 127.0.0.1, one closed-loop client (--requests)
+  gunicorn, N clients  the same with --clients closed-loop clients for --duration seconds:
+                       req/s, errors, latency
+  CPU ms / request     user + system CPU of the gunicorn processes (/proc) over the answers
+  feast direct (201)   FeatureStore.get_online_features for the 200 streams' stream-side refs +
+                       the user's own row
+  feast naive (200x)   every GBDT ref for 200 (user, stream, category) rows + the 200 stream
+                       rows: what a snapshot-less server reads per request
 
-Figures are printed (p50 / p90 / p99 / mean in ms and the ratios); nothing is asserted.
+Targets (issue "Serve 200 candidates in <= 15 ms p99 ..."): 1 client p50 <= 6 ms, p99 <= 15 ms;
+16 clients >= 150 req/s, p99 <= 100 ms, 0 errors; >= 8x faster than feast naive at p50 and p99;
+<= 6 ms server CPU per request. Figures are printed; nothing is asserted.
 """
 from __future__ import annotations
 
@@ -128,23 +136,6 @@ def bench_test_client(app, users, cands, n, k, headers) -> tuple[list, dict]:
     return lat, phases
 
 
-def bench_http(port, users, cands, n, k, headers) -> list:
-    import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    lat = []
-    for i in range(n):
-        body = json.dumps({"user_id": users[i % len(users)], "candidates": cands, "k": k})
-        t0 = time.perf_counter()
-        conn.request("POST", "/v1/recommend", body=body, headers={"Content-Type": "application/json", **headers})
-        resp = conn.getresponse()
-        data = resp.read()
-        lat.append((time.perf_counter() - t0) * 1000)
-        if resp.status != 200:
-            raise SystemExit(f"recommend over HTTP failed: {resp.status} {data[:300]!r}")
-    conn.close()
-    return lat
-
-
 def bench_feast(settings, users, cands, cats, n) -> tuple[list, list]:
     from feature_repo.features import GBDT_FEATURE_REFS, STREAM_FEATURE_REFS
     from feature_repo.online import USER_ROW_REFS
@@ -166,21 +157,100 @@ def bench_feast(settings, users, cands, cats, n) -> tuple[list, list]:
     return direct, naive
 
 
-def serve_werkzeug(app):
-    from werkzeug.serving import make_server
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    return server, server.server_port
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process in seconds (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def serve_gunicorn(settings, threads: int = 4):
+def _tree(pid: int) -> list:
+    out = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+    except OSError:
+        kids = []
+    for k in kids:
+        out += _tree(k)
+    return out
+
+
+def server_cpu_s(master_pid: int) -> float:
+    total = 0.0
+    for p in _tree(master_pid):
+        try:
+            total += _cpu_s(p)
+        except OSError:
+            pass
+    return total
+
+
+def _phases(header: str, into: dict) -> None:
+    for part in header.split(","):
+        if ";dur=" in part:
+            name, dur = part.strip().split(";dur=")
+            into.setdefault(name, []).append(float(dur))
+
+
+def load(port, users, cands, k, *, clients: int, duration_s: float = 0.0, requests: int = 0) -> dict:
+    """Closed-loop clients over HTTP keep-alive: each sends the next request when the previous
+    answer arrived. Stops after ``requests`` answers per client, or after ``duration_s``."""
+    import http.client
+    lat, errors, phases, lock = [], [], {}, threading.Lock()
+    stop_at = time.monotonic() + duration_s if duration_s else None
+
+    def client(ci: int):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        i, mine, ph = ci, [], {}
+        while True:
+            if stop_at is not None and time.monotonic() >= stop_at:
+                break
+            if stop_at is None and len(mine) >= requests:
+                break
+            body = json.dumps({"user_id": users[i % len(users)], "candidates": cands, "k": k})
+            i += clients
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/recommend", body=body, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                continue
+            ms = (time.perf_counter() - t0) * 1000
+            if resp.status != 200:
+                with lock:
+                    errors.append(f"HTTP {resp.status}: {data[:200]!r}")
+                continue
+            mine.append(ms)
+            _phases(resp.getheader("Server-Timing") or "", ph)
+        conn.close()
+        with lock:
+            lat.extend(mine)
+            for n_, v in ph.items():
+                phases.setdefault(n_, []).extend(v)
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - t0
+    return {"lat": lat, "errors": errors, "phases": phases, "wall_s": wall, "answers": len(lat)}
+
+
+def serve_gunicorn(settings, threads: int = 4, workers: int = 1):
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, **settings.with_(port=port).to_env())
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads",
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads",
             str(threads), "--no-control-socket", "--timeout", "120", "--log-level", "warning", "api:create_app()"]
     proc = subprocess.Popen(argv, cwd=ROOT, env=env)
     import urllib.request
@@ -212,9 +282,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-model", action="store_true", help="skip GBDT training (popularity answers)")
     ap.add_argument("--ranker-epochs", type=int, default=2,
                     help="epochs of the transformer ranker trained for the bench (0: GBDT only)")
-    ap.add_argument("--server", action=argparse.BooleanOptionalAction, default=True,
-                    help="also measure over HTTP against a threaded werkzeug server (default on)")
     ap.add_argument("--gunicorn", action="store_true", help="also measure over HTTP against gunicorn")
+    ap.add_argument("--workers", type=int, default=2, help="gunicorn workers (streamrank serve's default)")
+    ap.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    ap.add_argument("--clients", type=int, default=16, help="closed-loop clients of the throughput run")
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds of the throughput run")
+    ap.add_argument("--v1", action="store_true", help="also time the V1 (GBDT) path through the test client")
+    ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
 
     import logging
@@ -259,64 +333,88 @@ def main(argv=None) -> int:
     print(f"model: {first['model']}; snapshot: {snap['streams']} streams, refreshed every {snap['interval_s']}s "
           f"(read {snap['read_ms']} ms)")
 
-    results = {}
+    results, extra = {}, {}
     lat, phases = bench_test_client(app, users, cands, args.requests, args.k, headers)
     served = first["model"]["name"]
     results["api /v1/recommend (test client)"] = summary(lat)
     gbdt_phases = None
-    if served == "ranker":              # the same requests with V1 (GBDT) only: the ranker's cost
+    if served == "ranker" and args.v1:          # the same requests with V1 (GBDT) only: the ranker's cost
         app_v1 = create_app(settings)
         app_v1.config["SERVE_RANKER"] = False
         bench_test_client(app_v1, users, cands, max(args.warmup, 1), args.k, headers)
         lat_v1, gbdt_phases = bench_test_client(app_v1, users, cands, args.requests, args.k, headers)
         results["api /v1/recommend, V1 gbdt (test client)"] = summary(lat_v1)
         close_app(app_v1)
-    if args.server:
-        server, port = serve_werkzeug(app)
-        bench_http(port, users, cands, min(args.warmup, 10), args.k, headers)
-        results["api /v1/recommend (werkzeug http)"] = summary(bench_http(port, users, cands, args.requests,
-                                                                           args.k, headers))
-        server.shutdown()
+    close_app(app)          # stop the snapshot thread: what follows runs alone
+    http_phases = None
     if args.gunicorn:
-        proc, port = serve_gunicorn(settings)
+        proc, port = serve_gunicorn(settings, threads=args.threads, workers=args.workers)
         try:
-            bench_http(port, users, cands, args.warmup, args.k, headers)
-            results["api /v1/recommend (gunicorn http)"] = summary(bench_http(port, users, cands, args.requests,
-                                                                               args.k, headers))
+            # warm every worker (model load, snapshot, first reads) on several connections
+            load(port, users, cands, args.k, clients=2 * args.workers, requests=max(args.warmup, 5))
+            cpu0 = server_cpu_s(proc.pid)
+            one = load(port, users, cands, args.k, clients=1, requests=args.requests)
+            cpu1 = server_cpu_s(proc.pid)
+            many = load(port, users, cands, args.k, clients=args.clients, duration_s=args.duration)
+            cpu2 = server_cpu_s(proc.pid)
         finally:
             proc.terminate()
             proc.wait(30)
-    close_app(app)          # stop the snapshot thread: the Feast-only loops run alone
+        results["gunicorn http, 1 client"] = summary(one["lat"])
+        results[f"gunicorn http, {args.clients} clients"] = summary(many["lat"] or [float("nan")])
+        extra["one"] = {"errors": len(one["errors"]), "req_s": one["answers"] / one["wall_s"],
+                        "cpu_ms": 1000 * (cpu1 - cpu0) / max(one["answers"], 1)}
+        extra["many"] = {"errors": len(many["errors"]), "req_s": many["answers"] / many["wall_s"],
+                         "cpu_ms": 1000 * (cpu2 - cpu1) / max(many["answers"], 1),
+                         "first_errors": many["errors"][:3]}
+        http_phases = one["phases"]
 
     bench_feast(settings, users, cands, cats, 10)
     direct, naive = bench_feast(settings, users, cands, cats, args.requests)
     results[f"feast direct ({len(cands) + 1} rows)"] = summary(direct)
     results[f"feast naive (all refs x {len(cands)})"] = summary(naive)
 
-    print(f"\n{len(cands)} candidates, k={args.k}, {args.requests} requests each, ms "
-          f"({os.cpu_count()} CPUs; one client, sequential)")
+    print(f"\n{len(cands)} candidates, k={args.k}, served by {served}; ms ({os.cpu_count()} CPUs; "
+          f"gunicorn {args.workers} workers x {args.threads} threads, no Celery worker running)")
     print(f"{'':<34} {'n':>5} {'p50':>9} {'p90':>9} {'p99':>9} {'mean':>9}")
-    for name, s in results.items():
-        print(row(name, s))
-    print(f"\nphases of /v1/recommend served by {served} (Server-Timing, test client), ms:")
-    for name, vals in phases.items():
-        s = summary(vals)
-        print(f"  {name:<12} p50 {s['p50']:7.2f}  p99 {s['p99']:7.2f}  mean {s['mean']:7.2f}")
-    if "transformer" in phases:
-        tr, tot = phases["transformer"], lat
-        share = [t / x for t, x in zip(tr, tot)]
-        mdl = [t / m for t, m in zip(tr, phases["model"]) if m > 0]
-        print(f"\ntransformer share: {100 * statistics.fmean(share):.1f}% of the request (mean), "
-              f"{100 * statistics.fmean(mdl):.1f}% of the ranker forward; transformer p50 "
-              f"{pct(tr, 50):.2f} ms / p99 {pct(tr, 99):.2f} ms")
+    for name, st in results.items():
+        print(row(name, st))
+    if extra:
+        for key, label in (("one", "1 client"), ("many", f"{args.clients} clients")):
+            e = extra[key]
+            print(f"gunicorn, {label:<11}: {e['req_s']:7.1f} req/s, {e['errors']} errors, "
+                  f"server CPU {e['cpu_ms']:.2f} ms per request")
+        if extra["many"]["first_errors"]:
+            print("  first errors:", extra["many"]["first_errors"])
+    show = http_phases or phases
+    print(f"\nphases of /v1/recommend ({'gunicorn, 1 client' if http_phases else 'test client'}; "
+          f"Server-Timing), ms:")
+    for name, vals in show.items():
+        st = summary(vals)
+        print(f"  {name:<12} p50 {st['p50']:7.2f}  p99 {st['p99']:7.2f}  mean {st['mean']:7.2f}")
     if gbdt_phases is not None:
         print("phases with V1 only (GBDT), ms: " + ", ".join(
             f"{n} p50 {pct(v, 50):.2f}" for n, v in gbdt_phases.items()))
-    api = results["api /v1/recommend (test client)"]
-    d = results[f"feast direct ({len(cands) + 1} rows)"]
     nv = results[f"feast naive (all refs x {len(cands)})"]
-    print(f"\nratio api(test client) / feast direct: p50 {api['p50'] / d['p50']:.2f}x, p99 {api['p99'] / d['p99']:.2f}x")
-    print(f"ratio api(test client) / feast naive:  p50 {api['p50'] / nv['p50']:.2f}x, p99 {api['p99'] / nv['p99']:.2f}x")
+    ref_name = "gunicorn http, 1 client" if args.gunicorn else "api /v1/recommend (test client)"
+    api = results[ref_name]
+    print(f"\nfeast naive / {ref_name}: p50 {nv['p50'] / api['p50']:.2f}x, p99 {nv['p99'] / api['p99']:.2f}x faster")
+    if args.gunicorn:
+        one_s, many_s = results["gunicorn http, 1 client"], results[f"gunicorn http, {args.clients} clients"]
+        checks = [("1 client p50 <= 6 ms", one_s["p50"], 6.0, "<="), ("1 client p99 <= 15 ms", one_s["p99"], 15.0, "<="),
+                  (f"{args.clients} clients >= 150 req/s", extra["many"]["req_s"], 150.0, ">="),
+                  (f"{args.clients} clients p99 <= 100 ms", many_s["p99"], 100.0, "<="),
+                  (f"{args.clients} clients 0 errors", extra["many"]["errors"], 0, "<="),
+                  ("feast naive / api >= 8x at p50", nv["p50"] / one_s["p50"], 8.0, ">="),
+                  ("feast naive / api >= 8x at p99", nv["p99"] / one_s["p99"], 8.0, ">="),
+                  ("server CPU <= 6 ms / request (16 clients)", extra["many"]["cpu_ms"], 6.0, "<=")]
+        print("\ntargets:")
+        for label, got, bar, op in checks:
+            ok = got <= bar if op == "<=" else got >= bar
+            print(f"  {'met    ' if ok else 'NOT met'}  {label:<44} measured {got:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results, "extra": extra, "served": served,
+                                               "candidates": len(cands), "k": args.k}, indent=1))
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -353,6 +353,46 @@ def ingest_events(database_url: str, rows: Union[pd.DataFrame, Sequence[dict]], 
     return IngestResult(received, len(fresh), duplicates, ids)
 
 
+def ingest_impressions(database_url: str, rows: Sequence[dict], *, model_version: Optional[str] = None) -> int:
+    """The impression journal's writer (api.journal): impressions the API itself built for its
+    answers (known users' ints, catalog streams checked at request time, positions 1..k, ISO
+    times), written in one transaction without the pandas validation of :func:`ingest_events`
+    (~15 ms a batch, paid 5 times a second per API process). Idempotent on ``event_id``. A
+    stream no longer in the catalog drops its rows (logged). Returns rows newly inserted."""
+    if not rows:
+        return 0
+    engine = get_engine(database_url)
+    recs = []
+    for r in rows:
+        ts = datetime.fromisoformat(str(r["ts"]).replace("Z", "+00:00"))
+        recs.append({"event_id": str(r["event_id"]), "user_id": int(r["user_id"]), "ts": utc_naive(ts),
+                     "type": "impression", "stream_id": int(r["stream_id"]), "item_id": None,
+                     "request_id": r.get("request_id"), "position": int(r["position"]), "page": r.get("page"),
+                     "value": None})
+    with engine.begin() as conn:
+        streams = {rec["stream_id"] for rec in recs}
+        known = _existing(conn, Stream.stream_id, sorted(streams))
+        if known != streams:
+            gone = sorted(streams - known)
+            log.error("impressions of stream(s) %s dropped: no longer in the catalog", gone[:20])
+            recs = [rec for rec in recs if rec["stream_id"] in known]
+            if not recs:
+                return 0
+        existing = _existing(conn, Event.event_id, [rec["event_id"] for rec in recs])
+        recs = [rec for rec in recs if rec["event_id"] not in existing]
+        if not recs:
+            return 0
+        users = [{"user_id": u} for u in sorted({rec["user_id"] for rec in recs})]
+        conn.execute(_dialect_insert(engine, User.__table__).on_conflict_do_nothing(index_elements=["user_id"]), users)
+        conn.execute(_dialect_insert(engine, Event.__table__).on_conflict_do_nothing(index_elements=["event_id"]), recs)
+        imps = [{"event_id": rec["event_id"], "request_id": rec["request_id"], "user_id": rec["user_id"],
+                 "stream_id": rec["stream_id"], "position": rec["position"], "page": rec["page"], "ts": rec["ts"],
+                 "model_version": model_version} for rec in recs]
+        conn.execute(_dialect_insert(engine, Impression.__table__).on_conflict_do_nothing(index_elements=["event_id"]),
+                     imps)
+    return len(recs)
+
+
 _CATALOG = {
     "users": (User, ["user_id"], ["user_id", "attributes"]),
     "items": (Item, ["item_id"], ["item_id", "category", "price"]),

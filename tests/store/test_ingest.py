@@ -158,3 +158,20 @@ def test_the_loader_survives_any_row_already_in_the_log(url):
     if sqlite:
         assert pd.isna(p.loc["p3", "position"])
     assert list(load_events(url, user_ids=[7]).event_id) == ["e1", "e2", "e3", "p1"]
+
+
+def test_impressions_fast_path_matches_ingest_events(url):
+    from store.ingest import ingest_impressions
+    rows = [{"event_id": f"imp-r1-{p}", "user_id": 7, "ts": "2026-01-01T12:00:00.123456+00:00", "type": "impression",
+             "stream_id": 10, "request_id": "r1", "position": p, "page": "live_tab"} for p in (1, 2)]
+    assert ingest_impressions(url, rows, model_version="ranker:v") == 2
+    assert ingest_impressions(url, rows, model_version="ranker:v") == 0            # idempotent
+    gone = [dict(rows[0], event_id="imp-r2-1", request_id="r2", stream_id=999)]    # not in the catalog
+    assert ingest_impressions(url, gone) == 0
+    ev = load_events(url)
+    assert list(ev.event_id) == ["imp-r1-1", "imp-r1-2"] and list(ev.position) == [1, 2]
+    assert ev.ts.iloc[0] == pd.Timestamp("2026-01-01T12:00:00.123456", tz="UTC")
+    eng = get_engine(url)
+    with eng.connect() as c:
+        imp = c.execute(select(Impression.model_version, Impression.page)).all()
+    assert imp == [("ranker:v", "live_tab")] * 2 and counts(url) == (2, 2, 1)
