@@ -8,7 +8,9 @@ by at most one bucket.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Optional
 
@@ -75,11 +77,18 @@ def realtime_frames(events: pd.DataFrame, at: datetime, *, stream_ids: Optional[
     return out
 
 
+# Feast's SQLite online store shares one sqlite3 connection between the threads of a process:
+# two pushes at once fail ("cannot start a transaction within a transaction", ~1 in 500 pushes
+# on a threads-pool worker). Pushes in one process are serialised; Redis clients are thread-safe.
+_PUSH_LOCK = threading.Lock()
+
+
 def push_frames(settings, frames: dict[str, pd.DataFrame], *, batch_size: int = PUSH_BATCH) -> int:
     """Push rows to the online store (``PushMode.ONLINE``), in batches; returns rows pushed."""
     from feast.data_source import PushMode
-    from .store import apply_definitions
-    store = apply_definitions(settings)
+    from .store import applied_store
+    store = applied_store(settings)
+    lock = _PUSH_LOCK if settings.feast_online == "sqlite" else contextlib.nullcontext()
     n = 0
     for view in PUSH_VIEWS:
         df = frames.get(view)
@@ -87,7 +96,14 @@ def push_frames(settings, frames: dict[str, pd.DataFrame], *, batch_size: int = 
             continue
         for i in range(0, len(df), batch_size):
             part = df.iloc[i:i + batch_size]
-            store.push(PUSH_SOURCES[view], part, to=PushMode.ONLINE)
+            with lock:
+                try:
+                    store.push(PUSH_SOURCES[view], part, to=PushMode.ONLINE)
+                except Exception as exc:
+                    if "not found" not in str(exc).lower() and "does not exist" not in str(exc).lower():
+                        raise
+                    store.refresh_registry()      # applied by another process after our cache was read
+                    store.push(PUSH_SOURCES[view], part, to=PushMode.ONLINE)
             n += len(part)
     return n
 
@@ -103,3 +119,28 @@ def push_realtime(settings, events: pd.DataFrame, at: Optional[datetime] = None,
     n = push_frames(settings, frames)
     log.info("pushed %d real-time rows as of %s", n, _utc(at).isoformat())
     return n
+
+
+def push_entities(settings, stream_ids: Iterable[int], user_ids: Iterable[int], at: Optional[datetime] = None) -> int:
+    """Recompute and push the real-time rows of these streams and users as of ``at`` (default
+    now), from the event log: the streams' last hour, the users' most recent events
+    (store.ingest.load_recent_user_events — not their whole history). Returns rows pushed."""
+    from store.ingest import load_events, load_recent_user_events
+
+    from .definitions import RECENT_N
+    from .statistics import ITEM_ACTIONS, STREAM_ACTIONS
+    at = at or datetime.now(timezone.utc)
+    streams = sorted({int(s) for s in stream_ids})
+    users = sorted({int(u) for u in user_ids})
+    url = settings.database_url
+    until = at + timedelta(microseconds=1)
+    parts = []
+    if streams:
+        parts.append(load_events(url, start=at - REALTIME_LOOKBACK, end=until, stream_ids=streams))
+    if users:
+        parts.append(load_recent_user_events(url, users, end=until, stream_types=STREAM_ACTIONS,
+                                             item_types=ITEM_ACTIONS, min_distinct=RECENT_N))
+    if not parts:
+        return 0
+    events = pd.concat(parts).drop_duplicates("event_id").sort_values("ts", kind="stable")
+    return push_realtime(settings, events, at, stream_ids=streams, user_ids=users)

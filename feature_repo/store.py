@@ -22,7 +22,7 @@ from .definitions import BATCH_VIEWS, PROJECT, PUSH_VIEWS, arrow_schema, source_
 
 log = logging.getLogger(__name__)
 
-REGISTRY_CACHE_TTL_S = 1
+REGISTRY_CACHE_TTL_S = 30
 _STORES: dict = {}
 _LOCK = threading.Lock()
 
@@ -143,6 +143,40 @@ def apply_definitions(settings):
     return store
 
 
+_APPLIED: dict = {}
+
+
+def applied_store(settings, *, recheck_s: float = 60.0):
+    """:func:`apply_definitions` at most once per ``recheck_s`` per process (the check alone reads
+    the registry: ~120 ms, too much for every real-time push)."""
+    import time
+    repo = Path(settings.feast_repo)
+    key = (str(repo), settings.feast_online)
+    now = time.monotonic()
+    with _LOCK:
+        hit = _APPLIED.get(key)
+    if hit is not None and now - hit[1] < recheck_s and repo.exists() and repo.stat().st_ino == hit[2]:
+        return hit[0]
+    store = apply_definitions(settings)
+    _skip_uncached_precompute(store)
+    with _LOCK:
+        _APPLIED[key] = (store, now, repo.stat().st_ino)
+    return store
+
+
+def _skip_uncached_precompute(store) -> None:
+    """Feast 0.67's ``push`` first lists the feature services from the SQL registry WITHOUT its
+    cache (``_precompute_for_push`` -> ``list_feature_services(project)``: ~50 ms a push, most of
+    a small push's cost) to find services with ``precompute_online``. None of ours has it: when
+    the cached registry says so, that per-push lookup is skipped on this store object."""
+    try:
+        services = store.registry.list_feature_services(store.project, allow_cache=True)
+    except Exception:
+        return
+    if not any(getattr(svc, "precompute_online", False) for svc in services):
+        store._precompute_for_push = lambda feature_view_name, df: None
+
+
 def needs_apply(settings, store=None) -> bool:
     from .definitions import BATCH_VIEWS, FEATURE_SERVICES, PUSH_VIEWS, fingerprint
     store = store or get_store(settings)
@@ -161,3 +195,4 @@ def reset_cache() -> None:
     """Forget the cached stores (tests; after changing a repo on disk)."""
     with _LOCK:
         _STORES.clear()
+        _APPLIED.clear()

@@ -3,7 +3,7 @@ code in store/, feature_repo/ and ranking/. Heavy libraries are imported inside 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Optional, Sequence
 
 from store.settings import Settings
@@ -47,29 +47,31 @@ def compute_statistics(self, end: Optional[str] = None) -> dict:
 
 @app.task(name=TASK_NAMES["push_realtime"], bind=True)
 def push_realtime(self, event_ids: Sequence[str], at: Optional[str] = None) -> dict:
-    """Recompute the real-time counters of the streams and users these events touch; push them.
+    """Recompute the real-time counters and lists of the streams and users these events touch;
+    push them (feature_repo.realtime.push_entities).
 
-    Idempotent: the counters are recomputed from the event log (not incremented), so running it
-    twice pushes the same values.
+    Idempotent: the rows are recomputed from the event log (not incremented), so running it twice
+    pushes the same values. Without ``at`` the tasks running at once in this worker share one
+    push (feature_repo.coalesce: the task returns when a push that began after it has landed);
+    with ``at`` (tests, backfills) it pushes the state as of that instant by itself.
     """
-    from feature_repo.realtime import REALTIME_LOOKBACK, push_realtime as push
+    from feature_repo.coalesce import coalescer_for
+    from feature_repo.realtime import push_entities
     from store.ingest import load_events
 
     settings = _settings()
-    at_t = _parse_time(at) or datetime.now(timezone.utc)
-    url = settings.database_url
-    touched = load_events(url, event_ids=list(event_ids))
+    touched = load_events(settings.database_url, event_ids=list(event_ids))
     if touched.empty:
         return {"events": 0, "rows": 0}
     streams = sorted({int(s) for s in touched.stream_id.dropna()})
     users = sorted({int(u) for u in touched.user_id})
-    recent = load_events(url, start=at_t - REALTIME_LOOKBACK, end=at_t + timedelta(microseconds=1),
-                         stream_ids=streams) if streams else touched.iloc[:0]
-    history = load_events(url, end=at_t + timedelta(microseconds=1), user_ids=users)
-    import pandas as pd
-    events = pd.concat([recent, history]).drop_duplicates("event_id").sort_values("ts", kind="stable")
-    rows = push(settings, events, at_t, stream_ids=streams, user_ids=users)
-    return {"events": len(touched), "streams": len(streams), "users": len(users), "rows": rows}
+    out = {"events": len(touched), "streams": len(streams), "users": len(users)}
+    if at is not None:
+        return dict(out, rows=push_entities(settings, streams, users, _parse_time(at)))
+    c = coalescer_for((settings.database_url, settings.feast_online, str(settings.feast_repo)),
+                      lambda s, u, t: push_entities(settings, s, u, t))
+    c.submit(streams, users)
+    return dict(out, coalesced=True)
 
 
 @app.task(name=TASK_NAMES["recover_jobs"], bind=True)

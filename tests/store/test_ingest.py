@@ -175,3 +175,37 @@ def test_impressions_fast_path_matches_ingest_events(url):
     with eng.connect() as c:
         imp = c.execute(select(Impression.model_version, Impression.page)).all()
     assert imp == [("ranker:v", "live_tab")] * 2 and counts(url) == (2, 2, 1)
+
+
+def test_recent_user_events_give_the_same_lists_as_the_whole_history(url):
+    """The real-time push reads each user's most recent events, not the whole history: the
+    user's last-N-distinct lists must come out identical."""
+    import numpy as np
+
+    from feature_repo.definitions import RECENT_N
+    from feature_repo.realtime import realtime_frames
+    from feature_repo.statistics import ITEM_ACTIONS, STREAM_ACTIONS
+    from store.ingest import load_recent_user_events
+    upsert_catalog(url, streams=pd.DataFrame({"stream_id": range(100, 160), "streamer_id": 1, "category": 3}),
+                   items=pd.DataFrame({"item_id": range(100, 160), "category": 3, "price": 1.0}))
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(2000):                      # many pages; 60 streams and items, so lists fill early
+        typ = rng.choice(["click", "watch", "item_click", "purchase", "impression"], p=[0.3, 0.2, 0.3, 0.05, 0.15])
+        row = {"event_id": f"h{i}", "user_id": 7 if i % 3 else 8, "type": typ,
+               "ts": (T0 + timedelta(seconds=int(i // 2) * 10)).isoformat(), "stream_id": int(rng.integers(100, 160))}
+        if typ in ("watch", "purchase"):
+            row["value"] = 5.0
+        if typ in ("item_click", "purchase"):
+            row["item_id"] = int(rng.integers(100, 160))
+        rows.append(row)
+    ingest_events(url, rows)
+    at = T0 + timedelta(hours=2)                       # some events are at or after it: cut
+    recent = load_recent_user_events(url, [7, 8], end=at, stream_types=STREAM_ACTIONS, item_types=ITEM_ACTIONS,
+                                     min_distinct=RECENT_N, page=50)
+    full = load_events(url, end=at)
+    assert 0 < len(recent) < len(full) / 3
+    a = realtime_frames(full, at, user_ids=[7, 8])["user_recent"]
+    b = realtime_frames(recent, at, user_ids=[7, 8])["user_recent"]
+    pd.testing.assert_frame_equal(a, b)
+    assert a.recent_streams.map(len).tolist() == [RECENT_N] * 2 and a.recent_items.map(len).tolist() == [RECENT_N] * 2
