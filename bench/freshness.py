@@ -4,7 +4,7 @@ reads, while event batches keep arriving.
     python bench/freshness.py --home DIR [--probes 120] [--batches-per-s 10] [--redis redis://127.0.0.1:6379/3]
 
 On an existing world (``bench/recommend.py --home DIR`` builds one), starts what production runs:
-gunicorn (2 workers) and a Celery real-time worker (``realtime,default`` queues, threads pool, 8
+gunicorn (2 workers) and a Celery real-time worker (``realtime,default`` queues, threads pool, 16
 threads, as ``streamrank run``) on the embedded broker, or on Redis with ``--redis`` (broker, result backend and the
 Feast online store; the world's statistics are materialized into it first). Then, for the whole
 run, a background client posts ``--batches-per-s`` batches of 10 click / watch events of random
@@ -51,7 +51,7 @@ def _post(port, path, body, timeout=30):
 def start_worker(settings, log_path: Path) -> subprocess.Popen:
     from streamrank.cli import worker_argv
     env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(worker_argv("realtime,default", "threads", 8, "bench-realtime"), cwd=ROOT, env=env,
+    return subprocess.Popen(worker_argv("realtime,default", "threads", 16, "bench-realtime"), cwd=ROOT, env=env,
                             stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
 
 
@@ -142,9 +142,10 @@ def run(settings, *, probes: int = 120, batches_per_s: float = 10.0, timeout_s: 
         worker.terminate()
         for p_ in (proc, worker):
             try:
-                p_.wait(timeout=30)
+                p_.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                p_.kill()
+                p_.kill()            # a worker with pushes still queued: do not wait for them
+                p_.wait()
     return {"probes": probes, "arrived": len(delays), "missing": missing,
             "p50_s": _pct(delays, 50), "p90_s": _pct(delays, 90), "p99_s": _pct(delays, 99),
             "max_s": max(delays) if delays else float("nan"),

@@ -76,9 +76,9 @@ def build_world(settings, args) -> dict:
         lw = data.live_windows
         now = datetime.now(timezone.utc)
         live = lw[(lw.start_ts <= now) & (lw.end_ts > now)].stream_id.nunique()
-        if live >= args.candidates:
+        if live >= max(args.candidates, args.min_live):
             break
-        n_streams = int(n_streams * 1.3 * args.candidates / max(live, 1))
+        n_streams = int(n_streams * 1.3 * max(args.candidates, args.min_live) / max(live, 1))
         print(f"  only {live} streams live now with {cfg.n_streams} streams: retrying with {n_streams}")
     else:
         raise SystemExit("could not simulate enough live streams")
@@ -272,6 +272,7 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--candidates", type=int, default=200)
+    ap.add_argument("--min-live", type=int, default=300, help="streams live now in a new world (at least)")
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--streams", type=int, default=700)
     ap.add_argument("--users", type=int, default=2000)

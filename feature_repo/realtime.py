@@ -135,8 +135,9 @@ def push_entities(settings, stream_ids: Iterable[int], user_ids: Iterable[int], 
     url = settings.database_url
     until = at + timedelta(microseconds=1)
     parts = []
-    if streams:
-        parts.append(load_events(url, start=at - REALTIME_LOOKBACK, end=until, stream_ids=streams))
+    if streams:        # impressions feed no real-time counter: most of a stream's hour, left out
+        parts.append(load_events(url, start=at - REALTIME_LOOKBACK, end=until, stream_ids=streams,
+                                 types=list(STREAM_ACTIONS + ITEM_ACTIONS)))
     if users:
         parts.append(load_recent_user_events(url, users, end=until, stream_types=STREAM_ACTIONS,
                                              item_types=ITEM_ACTIONS, min_distinct=RECENT_N))

@@ -243,7 +243,7 @@ def cmd_run(args) -> int:
                 p.kill()
 
     try:
-        for name, queues, pool, conc in (("realtime", "realtime,default", "threads", 8),
+        for name, queues, pool, conc in (("realtime", "realtime,default", "threads", 16),
                                          ("training", "training", "solo", 1)):
             f = open(logs / f"worker-{name}.log", "ab")
             procs.append(subprocess.Popen(worker_argv(queues, pool, conc, name), env=env, stdout=f,
