@@ -5,7 +5,7 @@ Trains the default ranker (``full``, training seed 0) on a world's fit split exa
 residual of the debiased click logit against the TRUE relevance logit, ``a - logit(r)``, and the
 part of it that is the stream's mean residual. A residual that rises down the list means the
 relevance towers under-rate what the logging policy puts on top — the part of the policy's
-ordering Biasnet then absorbs (README, "The transformer ranker"). The level is arbitrary (Biasnet's
+ordering Biasnet then absorbs (docs/ranker.md). The level is arbitrary (Biasnet's
 level absorbs it); the slope is what matters.
 
     python bench/confounding.py --sim-seed 3 --sim-days 7

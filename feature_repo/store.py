@@ -22,6 +22,10 @@ from .definitions import BATCH_VIEWS, PROJECT, PUSH_VIEWS, arrow_schema, source_
 
 log = logging.getLogger(__name__)
 
+# How late a process sees another's `feast apply` (Feast's default is 600 s). The API no longer
+# reads through Feast; the workers push several times a second, and a 1 s TTL re-parsed the SQL
+# registry on almost every push. A push to a view this cache does not know yet refreshes it
+# (feature_repo.realtime.push_frames).
 REGISTRY_CACHE_TTL_S = 30
 _STORES: dict = {}
 _LOCK = threading.Lock()

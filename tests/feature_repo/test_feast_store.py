@@ -59,7 +59,8 @@ def test_apply_is_idempotent_and_registers_everything(repo):
     svc = store.get_feature_service("gbdt_v1")
     assert sum(len(p.features) for p in svc.feature_view_projections) > 60
     assert (settings.feast_repo / "feature_store.yaml").exists()
-    assert "cache_ttl_seconds: 1" in (settings.feast_repo / "feature_store.yaml").read_text()
+    from feature_repo.store import REGISTRY_CACHE_TTL_S
+    assert f"cache_ttl_seconds: {REGISTRY_CACHE_TTL_S}" in (settings.feast_repo / "feature_store.yaml").read_text()
     assert get_store(settings) is store
 
 
