@@ -32,13 +32,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
-
-def _pct(v, q):
-    s = sorted(v)
-    return s[min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))] if s else float("nan")
+from recommend import pct as _pct, serve_gunicorn  # noqa: E402  (bench/recommend.py)
 
 
 def _post(port, path, body, timeout=30):
@@ -57,9 +55,6 @@ def start_worker(settings, log_path: Path) -> subprocess.Popen:
 
 def run(settings, *, probes: int = 120, batches_per_s: float = 10.0, timeout_s: float = 30.0,
         probe_gap_s: float = 0.3, log_dir: Path) -> dict:
-    sys.path.insert(0, str(ROOT / "bench"))
-    from recommend import serve_gunicorn
-
     from feature_repo.online import OnlineFeatures
     from store.ingest import live_stream_ids
     live = live_stream_ids(settings.database_url, datetime.now(timezone.utc))

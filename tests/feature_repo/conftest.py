@@ -49,6 +49,24 @@ def catalog(n_streams=5, n_items=8, n_categories=3):
     return streams, items
 
 
+def redis_base_url() -> str:
+    """The test Redis server (STREAMRANK_TEST_REDIS, default 127.0.0.1:6379) without a db suffix;
+    skips the test when none answers, except under CI=true where it must (.ci/run starts one)."""
+    import os
+    import socket
+
+    import pytest
+    url = os.environ.get("STREAMRANK_TEST_REDIS", "redis://127.0.0.1:6379")
+    host, port = url.split("//", 1)[1].split("/")[0].split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return url.rstrip("/")
+    except OSError:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError(f"Redis is required in CI and is not reachable at {url}")
+        pytest.skip(f"no Redis server at {url} (start one: redis-server --port 6379 --bind 127.0.0.1)")
+
+
 _helpers = types.ModuleType("feature_repo_testdata")
-_helpers.__dict__.update(T0=T0, random_events=random_events, catalog=catalog)
+_helpers.__dict__.update(T0=T0, random_events=random_events, catalog=catalog, redis_base_url=redis_base_url)
 sys.modules["feature_repo_testdata"] = _helpers

@@ -1,27 +1,12 @@
 """feature_repo.direct reads Feast's online store (SQLite and Redis) value for value as
 get_online_features does: every feature of every view, present and missing rows, lists."""
 import math
-import os
-import socket
-
 import pandas as pd
 import pytest
 
-from feature_repo_testdata import T0, catalog, random_events
+from feature_repo_testdata import T0, catalog, random_events, redis_base_url
 from feature_repo.definitions import ENTITIES, VIEW_ENTITIES, VIEW_FEATURES
 from store.settings import Settings
-
-
-def _redis_base():
-    url = os.environ.get("STREAMRANK_TEST_REDIS", "redis://127.0.0.1:6379")
-    host, port = url.split("//", 1)[1].split("/")[0].split(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=0.5):
-            return url.rstrip("/")
-    except OSError:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError(f"Redis is required in CI and is not reachable at {url}")
-        pytest.skip(f"no Redis server at {url}")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
@@ -35,7 +20,7 @@ def store(request, tmp_path_factory):
         settings = Settings(home=home).ensure_dirs()
     else:
         import redis
-        base = _redis_base()
+        base = redis_base_url()
         client = redis.Redis.from_url(f"{base}/4")
         client.flushdb()
         settings = Settings(home=home, feast_online=f"{base}/4").ensure_dirs()

@@ -3,27 +3,11 @@
 Needs a redis-server on 127.0.0.1:6379 (STREAMRANK_TEST_REDIS overrides); skipped when none is
 reachable, except under CI=true where it must run (.ci/run starts one).
 """
-import os
-import socket
-
 import pandas as pd
 import pytest
 
-from feature_repo_testdata import T0, catalog, random_events
+from feature_repo_testdata import T0, catalog, random_events, redis_base_url
 from store.settings import Settings
-
-
-def _redis_url():
-    url = os.environ.get("STREAMRANK_TEST_REDIS", "redis://127.0.0.1:6379")
-    hostport = url.split("//", 1)[1].split("/")[0]
-    host, port = hostport.split(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=0.5):
-            return url.rstrip("/")
-    except OSError:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError(f"Redis is required in CI and is not reachable at {url}")
-        pytest.skip(f"no Redis server at {url} (start one: redis-server --port 6379 --bind 127.0.0.1)")
 
 
 def test_redis_connection_string():
@@ -36,7 +20,7 @@ def test_redis_connection_string():
 
 
 def test_redis_online_store_materialize_push_read(tmp_path):
-    base = _redis_url()
+    base = redis_base_url()
     import redis
     db = 15                     # tests/workers uses 5-14
     client = redis.Redis.from_url(f"{base}/{db}")
