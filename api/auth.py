@@ -10,6 +10,15 @@ from flask import current_app, request
 from .errors import ApiError
 
 
+def has_api_key() -> bool:
+    """True when no key is configured or the request carries the right one."""
+    key: Optional[str] = current_app.config["SETTINGS"].api_key
+    if not key:
+        return True
+    given = request.headers.get("X-API-Key", "")
+    return bool(given) and hmac.compare_digest(given.encode("utf-8", "replace"), key.encode("utf-8"))
+
+
 def require_api_key(view):
     """401 JSON unless ``X-API-Key`` equals ``settings.api_key`` (when one is configured)."""
     @wraps(view)

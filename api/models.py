@@ -1,10 +1,12 @@
-"""``GET /v1/models[?name=gbdt]``: the model registry, newest first, and the active version per name."""
+"""``GET /v1/models[?name=gbdt]``: the model registry, newest first, and the active version per name.
+Needs ``X-API-Key`` when a key is configured (it shows artifact paths and metrics)."""
 from __future__ import annotations
 
 import math
 
 from flask import Blueprint, current_app, jsonify, request
 
+from .auth import require_api_key
 from .errors import bad_request, str_field
 
 bp = Blueprint("models", __name__, url_prefix="/v1")
@@ -13,6 +15,7 @@ QUERY_ARGS = {"name"}
 
 
 @bp.get("/models")
+@require_api_key        # artifact paths and metrics are for operators, not for anyone who can reach the port
 def list_models():
     from store.registry import list_models as registry_list
     unknown = sorted(set(request.args) - QUERY_ARGS)

@@ -183,9 +183,12 @@ def recommend():
     timer.lap("candidates")
 
     # the transformer ranker when a version is active, else V1 (GBDT), else popularity
-    model, reason = rt.ranker.get() if current_app.config.get("SERVE_RANKER", True) else (None, None)
+    serve_ranker = current_app.config.get("SERVE_RANKER", True)
+    model, reason = rt.ranker.get() if serve_ranker else (None, None)
+    degraded = rt.ranker.failing if serve_ranker else None   # the active ranker could not be loaded
     if model is None:
         model, reason = rt.models.get()
+        degraded = degraded or rt.models.failing
     timer.lap("registry")
     answer = {"request_id": request_id, "user_id": user_id, "page": page}
     if not cands:
@@ -212,6 +215,8 @@ def recommend():
     else:
         answer["model"] = model.describe()
         model_version = f"{model.name}:{model.version}"[:64]
+    if degraded:                    # serving an older version or V1 because the active one is broken
+        answer["model"]["degraded"] = degraded
     scores = np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf)
     # best first; ties keep the candidates' order (stable)
     order = np.argsort(-scores, kind="stable")[:k]

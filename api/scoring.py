@@ -6,8 +6,9 @@ every ``check_s`` seconds one request (whichever comes first; the others keep sc
 current reference, never waiting) asks the registry which version is active; when it changed, the
 new artifact is loaded and checked BEFORE the reference is swapped in one assignment — requests in
 flight finish on the model they started with, none is dropped. An artifact that fails to load is
-remembered (not retried every check) and the previous model keeps serving; with none, the API
-answers with popularity and says why.
+retried with back-off (RETRY_FIRST_S doubling up to RETRY_MAX_S: a file fixed in place is picked
+up, a broken one does not cost a load per check) and the previous model keeps serving; with none,
+the API answers with V1 or popularity and says why.
 
 LightGBM is imported by ``ranking.gbdt`` inside its load/predict and torch by :func:`load_ranker`,
 never at import here.
@@ -25,6 +26,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 POPULARITY = {"name": "popularity", "version": None, "fallback": True}
+RETRY_FIRST_S = 5.0
+RETRY_MAX_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,8 @@ class ModelHolder:
         self._reason: str = f"no active {name!r} model in the registry"
         self._checked_at: Optional[float] = None
         self._lock = threading.Lock()
-        self._failed: dict = {}           # (version, artifact_path) -> error text
+        self._failed: dict = {}           # (version, artifact_path) -> (error text, retry at, back-off s)
+        self._active_key = None           # the registry's active (version, path) at the last check
         self.swaps = 0
 
     def get(self) -> tuple[Optional[LoadedModel], Optional[str]]:
@@ -125,12 +129,14 @@ class ModelHolder:
             self._reason = f"no active {self.name!r} model in the registry"
             return
         key = (str(info["version"]), str(info["artifact_path"]))
+        self._active_key = key
         cur = self._current
         if cur is not None and (cur.version, cur.artifact_path) == key:
             return
-        if key in self._failed:
+        failed = self._failed.get(key)
+        if failed is not None and time.monotonic() < failed[1]:
             if cur is None:
-                self._reason = self._failed[key]
+                self._reason = failed[0]
             return
         t0 = time.perf_counter()
         try:
@@ -144,15 +150,23 @@ class ModelHolder:
                 raise ValueError(f"model needs features the API does not serve: {unknown[:5]}")
         except Exception as exc:
             text = f"active {self.name} model version {key[0]} failed to load: {type(exc).__name__}: {exc}"[:300]
-            log.error(text)
-            self._failed[key] = text
+            backoff = RETRY_FIRST_S if failed is None else min(failed[2] * 2, RETRY_MAX_S)
+            log.error("%s; retrying in %.0f s", text, backoff)
+            self._failed[key] = (text, time.monotonic() + backoff, backoff)
             if cur is None:
                 self._reason = text
             return
+        self._failed.pop(key, None)
         self._current = LoadedModel(self.name, key[0], key[1], model, cols, time.time())   # atomic swap
         self.swaps += 1
         log.info("serving %s model version %s (loaded in %.0f ms)%s", self.name, key[0],
                  (time.perf_counter() - t0) * 1000, f", replacing {cur.version}" if cur else "")
+
+    @property
+    def failing(self) -> Optional[str]:
+        """Why the registry's active version is not the one served (it failed to load), else None."""
+        f = self._failed.get(self._active_key) if self._active_key is not None else None
+        return f[0] if f is not None else None
 
     def info(self) -> dict:
         cur = self._current

@@ -7,7 +7,7 @@ store, DuckDB offline store) under a local ``var/`` folder.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -21,7 +21,7 @@ class Settings:
     feast_repo: Path = Path()                # STREAMRANK_FEAST_REPO (default home/feast)
     feast_online: str = "sqlite"             # STREAMRANK_FEAST_ONLINE: "sqlite" or "redis://host:port/db"
     artifact_dir: Path = Path()              # STREAMRANK_ARTIFACT_DIR (default home/artifacts)
-    api_key: Optional[str] = None            # STREAMRANK_API_KEY: required on write routes when set
+    api_key: Optional[str] = field(default=None, repr=False)   # STREAMRANK_API_KEY: required on write routes when set
     port: int = 8000                         # STREAMRANK_PORT
     snapshot_interval_s: float = 1.0         # STREAMRANK_SNAPSHOT_INTERVAL_S: candidate feature refresh
     stats_bucket_s: int = 3600               # STREAMRANK_STATS_BUCKET_S: batch statistics cadence

@@ -270,7 +270,7 @@ def cmd_run(args) -> int:
         procs.append(api)
         _wait_http(settings.port, api)
         curl = (f"curl -s -X POST http://127.0.0.1:{settings.port}/v1/recommend -H 'Content-Type: application/json' "
-                + (f"-H 'X-API-Key: {settings.api_key}' " if settings.api_key else "")
+                + ("-H \"X-API-Key: $STREAMRANK_API_KEY\" " if settings.api_key else "")
                 + "-d '{\"user_id\": 1, \"k\": 5}'")
         print(f"\nrun: the API is up on http://127.0.0.1:{settings.port} — try:\n  {curl}\n", flush=True)
         if args.smoke:

@@ -98,7 +98,8 @@ def test_broken_artifact_keeps_previous_model(client, world, register_gbdt, tmp_
     bad.mkdir()
     (bad / "model.txt").write_text("not a model")
     register_gbdt(path=bad)                             # active, but cannot load
-    assert _recommend(client, user_id=2, k=2)["model"]["version"] == v1
+    out = _recommend(client, user_id=2, k=2)
+    assert out["model"]["version"] == v1 and "failed to load" in out["model"]["degraded"]   # and it says so
 
 
 def test_broken_artifact_without_previous_falls_back(client, register_gbdt, tmp_path):
@@ -219,3 +220,25 @@ def test_hot_swap_under_load_drops_no_request(make_app, world, register_gbdt, li
         t.join(30)
     assert not errors
     assert set(seen) == {v1, v2}
+
+
+def test_a_broken_artifact_is_retried_with_back_off_and_served_once_fixed(make_app, world, register_gbdt,
+                                                                           tmp_path, monkeypatch):
+    """Not remembered for the worker's life: the file fixed in place is picked up after the back-off."""
+    from api import scoring
+    monkeypatch.setattr(scoring, "RETRY_FIRST_S", 2.0)
+    app = make_app(MODEL_CHECK_S=0.0)
+    client = app.test_client()
+    _, model = register_gbdt(promote_it=False)           # a good model to write later
+    bad = tmp_path / "fixed-later"
+    version, _ = register_gbdt(path=bad)                 # active, nothing there yet
+    out = _recommend(client, user_id=2, k=2)
+    assert out["model"]["name"] == "popularity" and "failed to load" in out["model"]["reason"]
+    holder = app.extensions["streamrank"].models
+    first_retry = holder._failed[(version, str(bad))][1]
+    _recommend(client, user_id=2, k=2)                   # within the back-off: no new attempt
+    assert holder._failed[(version, str(bad))][1] == first_retry
+    model.save(bad)                                      # the operator fixes the file in place
+    time.sleep(2.1)
+    assert _recommend(client, user_id=2, k=2)["model"] == {"name": "gbdt", "version": version}
+    assert holder.info()["failed_versions"] == []

@@ -90,9 +90,33 @@ def test_write_routes_need_the_api_key(keyed, db, path, body):
     assert r.status_code == 200, r.get_json()
 
 
-def test_read_routes_need_no_key(keyed):
+def test_what_is_exposed_without_the_key(keyed, world, make_app, tmp_path):
+    """Probes work without the key; the registry (artifact paths, metrics) and the readiness
+    details (backend error texts, paths, versions) need it."""
     assert keyed.get("/healthz").status_code == 200
-    assert keyed.get("/v1/models").status_code == 200
+    assert keyed.get("/v1/models").status_code == 401
+    assert keyed.get("/v1/models", headers={"X-API-Key": "s3cret"}).status_code == 200
+    r = keyed.get("/readyz")
+    assert r.status_code == 200 and set(r.get_json()) == {"status", "checks"}
+    assert r.get_json()["checks"] == {"database": {"ok": True}, "feature_store": {"ok": True}}
+    assert "journal" in keyed.get("/readyz", headers={"X-API-Key": "s3cret"}).get_json()
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a folder should be")
+    broken = make_app(world.with_(api_key="s3cret", database_url=f"sqlite:///{blocker}/sub/x.db"))
+    r = broken.test_client().get("/readyz")
+    body = r.get_json()
+    assert r.status_code == 503 and body["checks"]["database"] == {"ok": False}
+    assert str(tmp_path) not in str(body) and "journal" not in body
+
+
+def test_the_api_key_is_not_in_reprs_nor_in_the_printed_curl():
+    from store.settings import Settings
+    s = Settings(api_key="s3cret")
+    assert "s3cret" not in repr(s) and "s3cret" not in str(s)
+    import inspect
+
+    from streamrank import cli
+    assert "settings.api_key}" not in inspect.getsource(cli.cmd_run)
 
 
 def test_no_key_configured_means_open_write_routes(client):
