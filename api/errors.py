@@ -140,6 +140,12 @@ def int_field(name: str, value: Any, *, minimum: int = 0, maximum: int = INT64_M
     return value
 
 
+def text_problem(value: str) -> Optional[str]:
+    """Why a string cannot be stored as text (None when it can): NUL bytes, lone surrogates."""
+    from store.ingest import text_problem as _problem
+    return _problem(value)
+
+
 def str_field(name: str, value: Any, *, max_len: int, pattern: Optional[str] = None) -> str:
     if not isinstance(value, str):
         raise bad_request(f"{name} must be a string, got {json_type(value)}", code="invalid_field")
@@ -147,6 +153,9 @@ def str_field(name: str, value: Any, *, max_len: int, pattern: Optional[str] = N
         raise bad_request(f"{name} must not be empty", code="invalid_field")
     if len(value) > max_len:
         raise bad_request(f"{name} must be at most {max_len} characters, got {len(value)}", code="invalid_field")
+    problem = text_problem(value)
+    if problem:
+        raise bad_request(f"{name} {problem}", code="invalid_field")
     if pattern is not None and not re.fullmatch(pattern, value):
         raise bad_request(f"{name} must match {pattern}", code="invalid_field")
     return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -128,6 +129,22 @@ def _int_column(s: pd.Series, name: str, errors: list, *, required: bool, minimu
     return out
 
 
+def text_problem(value: str) -> Optional[str]:
+    """Why ``value`` cannot be stored as text (None when it can): a NUL byte (PostgreSQL refuses
+    it, SQLite cuts C strings at it) or a lone surrogate (not encodable as UTF-8)."""
+    if "\x00" in value:
+        return "must not contain NUL bytes"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a lone surrogate)"
+    return None
+
+
+_ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?")
+TS_MAX = pd.Timestamp("2262-01-01", tz="UTC")     # pandas' nanosecond range ends 2262-04-11
+
+
 def _str_column(s: pd.Series, name: str, errors: list, *, required: bool, max_len: int) -> pd.Series:
     vals = []
     for i, v in enumerate(s.tolist()):
@@ -141,6 +158,8 @@ def _str_column(s: pd.Series, name: str, errors: list, *, required: bool, max_le
                 errors.append(RowError(i, name, "must not be empty"))
             elif len(v) > max_len:
                 errors.append(RowError(i, name, f"longer than {max_len} characters"))
+            elif text_problem(v):
+                errors.append(RowError(i, name, text_problem(v)))
             vals.append(v)
         else:
             errors.append(RowError(i, name, f"must be a string, got {type(v).__name__}"))
@@ -163,22 +182,26 @@ def _ts_column(s: pd.Series, errors: list) -> pd.Series:
             if isinstance(v, (bool, np.bool_)):
                 raise ValueError("must be an ISO-8601 time or epoch seconds, got a boolean")
             if isinstance(v, (int, float, np.integer, np.floating)):
-                if not math.isfinite(v) or not (0 <= v < 32503680000):
+                if not math.isfinite(v) or not (0 <= v < TS_MAX.timestamp()):
                     raise ValueError(f"epoch seconds out of range: {v!r}")
                 t = pd.Timestamp(float(v), unit="s", tz="UTC")
             elif isinstance(v, (str, datetime, pd.Timestamp)):
+                if isinstance(v, str) and not _ISO_TIME.fullmatch(v.strip()):
+                    # pandas also reads "now", "today", "20261201": an event's time must be explicit
+                    raise ValueError(f"must be an ISO-8601 time (e.g. 2026-12-01T13:05:00Z) or epoch seconds, "
+                                     f"got {v!r:.40}")
                 t = pd.Timestamp(v)
                 if pd.isna(t):
                     raise ValueError("is required")
                 t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-                if not (1970 <= t.year < 3000):
-                    raise ValueError(f"year out of range: {v!r}")
+                if not (1970 <= t.year and t < TS_MAX):
+                    raise ValueError(f"year out of range (1970 to 2261): {v!r:.40}")
             else:
                 raise ValueError(f"must be an ISO-8601 time or epoch seconds, got {type(v).__name__}")
             out.append(t)
         except (ValueError, TypeError, OverflowError) as exc:
             msg = str(exc)
-            if "is required" not in msg and not msg.startswith(("must", "epoch", "year")):
+            if "is required" not in msg and not msg.startswith(("must", "epoch", "year")):   # pandas' own
                 msg = f"not a valid time: {v!r:.40}"
             errors.append(RowError(i, "ts", msg))
             out.append(pd.NaT)

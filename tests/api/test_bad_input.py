@@ -102,6 +102,19 @@ CASES = [
     ("models-unknown-arg", "get", "/v1/models?nmae=gbdt", {}, 400, "unknown_field"),
     ("healthz-post", "post", "/healthz", {}, 405, "method_not_allowed"),
     ("readyz-delete", "delete", "/readyz", {}, 405, "method_not_allowed"),
+    # --- inputs that once got a 500 or were silently coerced (issue 17's fuzzing)
+    ("ev-lone-surrogate-id", "post", "/v1/events", js([ev(event_id="e\ud800")]), 400, "invalid_events"),
+    ("ev-lone-surrogate-page", "post", "/v1/events", js([ev(page="p\udfff")]), 400, "invalid_events"),
+    ("ev-nul-in-request-id", "post", "/v1/events", js([ev(request_id="r\x00")]), 400, "invalid_events"),
+    ("ev-ts-2262", "post", "/v1/events", js([ev(ts="2262-04-12T00:00:00Z")]), 400, "invalid_events"),
+    ("ev-ts-2999", "post", "/v1/events", js([ev(ts="2999-12-31T23:59:59Z")]), 400, "invalid_events"),
+    ("ev-ts-now", "post", "/v1/events", js([ev(ts="now")]), 400, "invalid_events"),
+    ("ev-ts-today", "post", "/v1/events", js([ev(ts="today")]), 400, "invalid_events"),
+    ("ev-ts-basic-format", "post", "/v1/events", js([ev(ts="20261201")]), 400, "invalid_events"),
+    ("ev-float-id-2-63-mixed", "post", "/v1/events", js([EV, ev(event_id="m2", stream_id=9.3e18)]), 400,
+     "invalid_events"),
+    ("ev-float-event-id", "post", "/v1/events", js([ev(event_id=1.0)]), 400, "invalid_events"),
+    ("rec-page-lone-surrogate", "post", "/v1/recommend", js({"user_id": 1, "page": "p\ud800"}), 400, "invalid_field"),
     ("unknown-route", "get", "/v2/recommend", {}, 404, "not_found"),
 ]
 
