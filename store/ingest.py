@@ -158,8 +158,8 @@ def _str_column(s: pd.Series, name: str, errors: list, *, required: bool, max_le
                 errors.append(RowError(i, name, "must not be empty"))
             elif len(v) > max_len:
                 errors.append(RowError(i, name, f"longer than {max_len} characters"))
-            elif text_problem(v):
-                errors.append(RowError(i, name, text_problem(v)))
+            elif (problem := text_problem(v)):
+                errors.append(RowError(i, name, problem))
             vals.append(v)
         else:
             errors.append(RowError(i, name, f"must be a string, got {type(v).__name__}"))
@@ -340,10 +340,6 @@ def ingest_events(database_url: str, rows: Union[pd.DataFrame, Sequence[dict]], 
         fresh = fresh[~fresh["event_id"].isin(existing)]
         duplicates = received - len(fresh)
         if len(fresh):
-            users = [{"user_id": int(u)} for u in fresh["user_id"].unique()]
-            stmt = _dialect_insert(engine, User.__table__).on_conflict_do_nothing(index_elements=["user_id"])
-            for part in _chunks(users, 20000):
-                conn.execute(stmt, list(part))
             ts_naive = fresh["ts"].dt.tz_convert("UTC").dt.tz_localize(None)
             records = []
             for rec, ts in zip(fresh.drop(columns=["ts"]).to_dict("records"), ts_naive.astype(object)):
@@ -353,27 +349,37 @@ def ingest_events(database_url: str, rows: Union[pd.DataFrame, Sequence[dict]], 
                     if rec[k] is not None:
                         rec[k] = int(rec[k])
                 records.append(rec)
-            ev_stmt = _dialect_insert(engine, Event.__table__).on_conflict_do_nothing(index_elements=["event_id"])
-            imp_stmt = _dialect_insert(engine, Impression.__table__).on_conflict_do_nothing(index_elements=["event_id"])
-            bar = None
-            if progress and len(records) > 50000:
-                from tqdm import tqdm
-                bar = tqdm(total=len(records), unit="ev", desc="ingest")
-            for part in _chunks(records, 20000):
-                conn.execute(ev_stmt, list(part))
-                imps = [{"event_id": r["event_id"], "request_id": r["request_id"], "user_id": r["user_id"],
-                         "stream_id": r["stream_id"], "position": r["position"], "page": r["page"], "ts": r["ts"],
-                         "model_version": model_version} for r in part if r["type"] == "impression"]
-                if imps:
-                    conn.execute(imp_stmt, imps)
-                if bar is not None:
-                    bar.update(len(part))
-            if bar is not None:
-                bar.close()
+            _write_new(conn, engine, records, model_version, progress=progress)
     dt = time.perf_counter() - t0
     log.info("ingested %d events (%d new, %d duplicates) in %.2fs", received, len(fresh), duplicates, dt)
     ids = fresh["event_id"].tolist() if return_ids else None
     return IngestResult(received, len(fresh), duplicates, ids)
+
+
+def _write_new(conn, engine, records: list, model_version: Optional[str], *, progress: bool = False) -> None:
+    """Insert new event records (EVENT_COLUMNS, naive-UTC ts), their users, and the typed
+    projection of the impressions, in chunks, inside the caller's transaction."""
+    users = [{"user_id": u} for u in sorted({r["user_id"] for r in records})]
+    stmt = _dialect_insert(engine, User.__table__).on_conflict_do_nothing(index_elements=["user_id"])
+    for part in _chunks(users, 20000):
+        conn.execute(stmt, list(part))
+    ev_stmt = _dialect_insert(engine, Event.__table__).on_conflict_do_nothing(index_elements=["event_id"])
+    imp_stmt = _dialect_insert(engine, Impression.__table__).on_conflict_do_nothing(index_elements=["event_id"])
+    bar = None
+    if progress and len(records) > 50000:
+        from tqdm import tqdm
+        bar = tqdm(total=len(records), unit="ev", desc="ingest")
+    for part in _chunks(records, 20000):
+        conn.execute(ev_stmt, list(part))
+        imps = [{"event_id": r["event_id"], "request_id": r["request_id"], "user_id": r["user_id"],
+                 "stream_id": r["stream_id"], "position": r["position"], "page": r["page"], "ts": r["ts"],
+                 "model_version": model_version} for r in part if r["type"] == "impression"]
+        if imps:
+            conn.execute(imp_stmt, imps)
+        if bar is not None:
+            bar.update(len(part))
+    if bar is not None:
+        bar.close()
 
 
 def ingest_impressions(database_url: str, rows: Sequence[dict], *, model_version: Optional[str] = None) -> int:
@@ -403,16 +409,8 @@ def ingest_impressions(database_url: str, rows: Sequence[dict], *, model_version
                 return 0
         existing = _existing(conn, Event.event_id, [rec["event_id"] for rec in recs])
         recs = [rec for rec in recs if rec["event_id"] not in existing]
-        if not recs:
-            return 0
-        users = [{"user_id": u} for u in sorted({rec["user_id"] for rec in recs})]
-        conn.execute(_dialect_insert(engine, User.__table__).on_conflict_do_nothing(index_elements=["user_id"]), users)
-        conn.execute(_dialect_insert(engine, Event.__table__).on_conflict_do_nothing(index_elements=["event_id"]), recs)
-        imps = [{"event_id": rec["event_id"], "request_id": rec["request_id"], "user_id": rec["user_id"],
-                 "stream_id": rec["stream_id"], "position": rec["position"], "page": rec["page"], "ts": rec["ts"],
-                 "model_version": model_version} for rec in recs]
-        conn.execute(_dialect_insert(engine, Impression.__table__).on_conflict_do_nothing(index_elements=["event_id"]),
-                     imps)
+        if recs:
+            _write_new(conn, engine, recs, model_version)
     return len(recs)
 
 
@@ -570,8 +568,8 @@ def _checked_ints(values: list, lo: int, hi: int) -> tuple[pd.Series, int]:
     try:                                      # the common case, in C: ints and None only, in range
         if all(v is None or type(v) is int for v in values):
             arr = pd.array(values, dtype="Int64")
-            v = arr.to_numpy(dtype="float64", na_value=np.nan)
-            if not ((v < lo) | (v > hi)).any() and (lo > -2**53 and hi < 2**53 or _exact_in(arr, lo, hi)):
+            ok = arr[~arr.isna()]
+            if len(ok) == 0 or (int(ok.min()) >= lo and int(ok.max()) <= hi):      # Int64 min/max: exact
                 return pd.Series(arr), 0
     except (TypeError, ValueError, OverflowError):
         pass
@@ -590,15 +588,9 @@ def _checked_ints(values: list, lo: int, hi: int) -> tuple[pd.Series, int]:
     return pd.Series(pd.array(out, dtype="Int64")), bad
 
 
-def _exact_in(arr, lo: int, hi: int) -> bool:
-    """Int64 values within [lo, hi], compared exactly (float64 rounds near 2**63)."""
-    v = arr[~arr.isna()]
-    return bool(len(v) == 0 or (int(v.min()) >= lo and int(v.max()) <= hi))
-
-
 def _checked_times(values: list) -> pd.Series:
-    """Naive-UTC datetimes from the database -> datetime64[us, UTC] (years 1970..2999 fit in
-    microseconds, not in pandas' default nanoseconds); an unreadable value becomes NaT."""
+    """Naive-UTC datetimes from the database -> datetime64[us, UTC] (microseconds, not pandas'
+    default nanoseconds: no year limit at 2262); an unreadable value becomes NaT."""
     if not values:
         return pd.Series([], dtype="datetime64[us, UTC]")
     try:
