@@ -141,6 +141,17 @@ class RankerScorer:
         x = self.inputs.transform(frame, with_position=False, num_threads=1)
         t1 = time.perf_counter()
         batch = to_tensors(x)
+        ui = batch.get("user_items")
+        if ui is not None and len(ui) > 1 and bool((ui == ui[:1]).all()):
+            # one user's history on every row (a request): the transformer takes it as a shared
+            # [1, Lu] segment and embeds / normalises / projects it once instead of B times
+            batch["user_items"] = ui[:1]
+            if "user_items_dt" in batch:
+                dt = batch["user_items_dt"]
+                if bool(((dt == dt[:1]) | (dt.isnan() & dt[:1].isnan())).all()):
+                    batch["user_items_dt"] = dt[:1]
+                else:
+                    batch["user_items"] = ui
         self._local.seq_s = 0.0
         with torch.inference_mode():        # no autograd bookkeeping at all (a little less than no_grad)
             if self.cache_candidates and hasattr(self.model, "encode_candidates") and len(frame):

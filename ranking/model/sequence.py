@@ -104,11 +104,13 @@ class PreLNEncoderLayer(nn.Module):
         for m in (self.ln_attn, self.qkv, self.out_proj, self.ln_ff, self.ff_in, self.ff_out):
             m.reset_parameters()
 
-    def attention(self, x: Tensor, mask: Tensor) -> Tensor:
-        """Multi-head self-attention of (already normalised) ``x [B, T, d]`` → ``[B, T, d]``."""
+    def attention(self, x: Tensor, mask: Tensor, qkv: Optional[Tensor] = None) -> Tensor:
+        """Multi-head self-attention of (already normalised) ``x [B, T, d]`` → ``[B, T, d]``
+        (``qkv [B, T, 3d]``: its projection, when the caller computed it already)."""
         B, T, d = x.shape
         H, dh = self.n_heads, d // self.n_heads
-        qkv = self.qkv(x)                                                        # [B, T, 3d]
+        if qkv is None:
+            qkv = self.qkv(x)                                                    # [B, T, 3d]
         # additive mask, broadcast over queries; finfo.min (not -inf) keeps a fully masked row
         # finite (uniform) instead of NaN
         bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device)
@@ -123,8 +125,17 @@ class PreLNEncoderLayer(nn.Module):
             heads.append(torch.bmm(weights, v))                                  # [B, T, dh]
         return torch.cat(heads, dim=-1)                                          # [B, T, d]
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        x = x + self.resid_dropout(self.out_proj(self.attention(self.ln_attn(x), mask)))      # [B, T, d]
+    def project(self, x: Tensor) -> Tensor:
+        """``qkv(LN_1(x))`` ``[..., 3d]``: row-wise, so it can be computed per segment (and once
+        for a segment every row shares) and handed to :meth:`forward`."""
+        return self.qkv(self.ln_attn(x))
+
+    def forward(self, x: Tensor, mask: Tensor, qkv: Optional[Tensor] = None) -> Tensor:
+        """``qkv``: :meth:`project` of ``x``, when already computed."""
+        if qkv is None:
+            x = x + self.resid_dropout(self.out_proj(self.attention(self.ln_attn(x), mask)))  # [B, T, d]
+        else:
+            x = x + self.resid_dropout(self.out_proj(self.attention(x, mask, qkv)))          # [B, T, d]
         x = x + self.resid_dropout(self.ff_out(F.gelu(self.ff_in(self.ln_ff(x)))))          # [B, T, d]
         return x
 
@@ -218,26 +229,45 @@ class LiveStreamTransformer(nn.Module):
         ``[B, L_k, d]`` per present segment with its ``mask [B, L_k]``. Returns the token outputs
         ``h [B, T, d]`` and the real-token mask ``[B, T]`` (column 0 = target, always True).
 
+        A segment may have batch size 1 (``[1, L_k, d]``, ``mask [1, L_k]``): it is shared by
+        every row — the request path's user history, one user against ``B`` candidates. The
+        row-wise work before attention (input LayerNorm, the first layer's LN + QKV projection)
+        runs per segment at the segment's own batch size, so a shared segment is computed once,
+        not ``B`` times; the numbers are those of the expanded input.
+
         Token columns that are padding in EVERY row are dropped first (``T`` counts the rest):
         no query attends to them and no pooling reads them, so the result is the same, and a
         short history or a stream with few products costs less (positions were added before).
         """
-        target = tokens[0]
-        B = target.shape[0]
-        ones = torch.ones(B, 1, dtype=torch.bool, device=target.device)
-        x = torch.cat(list(tokens), dim=1)                                         # [B, T, d]
-        mask = torch.cat([ones] + [m.bool() for m in masks], dim=1)               # [B, T]
-        used = mask.any(dim=0)                                                    # [T]
-        if self.drop_padding_columns and not bool(used.all()):
-            x, mask = x[:, used], mask[:, used]                                   # [B, T', d], [B, T']
+        B = max(t.shape[0] for t in tokens)
+        first = self.layers[0] if len(self.layers) else None
+        xs, qkvs, ms = [], [], []
+        for i, tok in enumerate(tokens):
+            m = (torch.ones(tok.shape[0], 1, dtype=torch.bool, device=tok.device) if i == 0
+                 else masks[i - 1].bool())                                        # [B|1, L]
+            if self.drop_padding_columns and i > 0:
+                used = m.any(dim=0)                                               # [L]
+                if not bool(used.all()):
+                    tok, m = tok[:, used], m[:, used]                             # [B|1, L', d]
+                if tok.shape[1] == 0:
+                    continue
+            x_k = self.drop_in(self.ln_in(tok))                                   # [B|1, L, d] row-wise
+            xs.append(x_k)
+            ms.append(m)
+            if first is not None:
+                qkvs.append(first.project(x_k))                                   # [B|1, L, 3d]
+
+        def joined(parts):                  # shared segments broadcast to the B rows
+            return torch.cat([p.expand(B, *p.shape[1:]) if p.shape[0] != B else p for p in parts], dim=1)
+
+        x, mask = joined(xs), joined(ms)                                          # [B, T, d], [B, T]
         T = x.shape[1]
         attn_mask = mask.unsqueeze(1)                                             # [B, 1, T] keys
         if self.causal:
             earlier = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # [T, T] key <= query
             attn_mask = attn_mask & earlier                                       # [B, T, T]
-        x = self.drop_in(self.ln_in(x))                                           # [B, T, d]
-        for layer in self.layers:
-            x = layer(x, attn_mask)                                               # [B, T, d]
+        for j, layer in enumerate(self.layers):
+            x = layer(x, attn_mask, qkv=joined(qkvs) if j == 0 else None)        # [B, T, d]
         return self.ln_out(x), mask
 
     @staticmethod

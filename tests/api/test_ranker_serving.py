@@ -77,11 +77,13 @@ def test_the_lean_request_path_scores_as_the_pandas_path(world, ranker_version, 
     from datetime import datetime, timezone
 
     import numpy as np
+    import torch
 
     from api.snapshot import stream_categories
     from feature_repo.online import OnlineFeatures, assemble, assemble_columns
     from ranking.gbdt import GBDTModel
-    from ranking.scorer import RankerScorer
+    from ranking.scorer import RankerScorer, fuse
+    from ranking.train import to_tensors
     from store.registry import active_model
     scorer = RankerScorer.load(ranker_version["artifact_path"])
     gbdt = GBDTModel.load(active_model(world.database_url, "gbdt")["artifact_path"])
@@ -97,6 +99,13 @@ def test_the_lean_request_path_scores_as_the_pandas_path(world, ranker_version, 
         for _ in range(2):                                 # the second call reads the candidate cache
             assert np.abs(scorer.predict(new, page="live_tab") - scorer.predict(old, page="live_tab")).max() <= 1e-5
         assert np.abs(gbdt.predict(new, num_threads=1) - gbdt.predict(old, num_threads=1)).max() <= 1e-9
+        # the scorer's shortcuts (candidate cache, the user's history as one shared segment, the
+        # fused MMoE matmul) against the model's plain forward on the full batch
+        x = scorer.inputs.transform(new, with_position=False, num_threads=1)
+        with torch.no_grad():
+            ref = {k: v.double().numpy() for k, v in scorer.model.predict(to_tensors(x)).items()}
+        weights = scorer.fusion.get("live_tab", scorer.fusion["default"])
+        assert np.abs(fuse(ref, weights) - scorer.predict(new, page="live_tab")).max() <= 1e-5
     uncached = RankerScorer.load(ranker_version["artifact_path"], cache_candidates=False)
     assert np.abs(uncached.predict(new, page="live_tab") - scorer.predict(new, page="live_tab")).max() <= 1e-5
 

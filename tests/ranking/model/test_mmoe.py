@@ -26,6 +26,21 @@ def test_mmoe_shapes_and_gates_sum_to_one():
     assert [o.shape for o in head(x)] == [o.shape for o in outputs]
 
 
+@pytest.mark.parametrize("hidden", [(16,), (16, 8)])
+def test_the_fused_matmul_equals_the_expert_and_gate_modules(hidden):
+    # forward fuses the experts' first layers and the gates into one matmul: the same numbers as
+    # running each nn.Module on its own (the parameters, and so old checkpoints, are unchanged)
+    torch.manual_seed(3)
+    head = MMoE(10, n_tasks=3, n_experts=4, expert_hidden=hidden).eval()
+    x = torch.randn(50, 10)
+    outputs, gates = head(x, return_gates=True)
+    ref_experts = torch.stack([f(x) for f in head.experts], dim=1)              # [B, E, h]
+    ref_gates = torch.stack([torch.softmax(g(x), -1) for g in head.gates], 1)  # [B, K, E]
+    torch.testing.assert_close(gates, ref_gates, atol=1e-6, rtol=1e-5)
+    for k in range(3):
+        torch.testing.assert_close(outputs[k], torch.bmm(ref_gates, ref_experts)[:, k], atol=1e-6, rtol=1e-5)
+
+
 def test_mmoe_gradients_dropout_and_reset():
     head = MMoE(10, n_tasks=2, n_experts=3, dropout=0.5)
     x = torch.randn(6, 10)

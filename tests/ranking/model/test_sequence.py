@@ -174,3 +174,21 @@ def test_trailing_padding_columns_change_nothing(causal):
     tokens = [model.embed_target(target)] + [model.embed_tokens(e, k + 1) for k, (e, _) in enumerate(longer)]
     h, mask = model.encode(tokens, [m for _, m in longer])
     assert h.shape[1] == mask.shape[1] <= 1 + sum(LENGTHS)       # all-padding columns were dropped
+
+
+@pytest.mark.parametrize("causal,n_layers", [(False, 1), (True, 2)])
+def test_a_shared_segment_of_batch_one_equals_it_expanded(causal, n_layers):
+    # the request path hands the user's history as one [1, L] segment for all B candidates
+    model = LiveStreamTransformer(D, n_heads=2, n_layers=n_layers, causal=causal, dropout=0.0).eval()
+    target, segments, _ = _inputs(B=7, pad=0.3)
+    user_emb, user_mask = segments[2][0][:1], segments[2][1][:1]          # [1, L], one user
+    user_mask[0, -1] = False                                               # trailing padding column
+    expanded = segments[:2] + [(user_emb.expand(7, -1, -1), user_mask.expand(7, -1))]
+    shared = segments[:2] + [(user_emb, user_mask)]
+    ref = model(target, expanded)
+    out = model(target, shared)
+    assert out.shape == (7, 2 * D)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    # and an all-padding shared segment is dropped like any other
+    empty = segments[:2] + [(user_emb, torch.zeros_like(user_mask))]
+    torch.testing.assert_close(model(target, empty), model(target, segments[:2] + [None]), atol=1e-6, rtol=1e-5)
