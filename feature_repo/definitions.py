@@ -49,6 +49,7 @@ def _windowed(prefix: str, metrics, windows=WINDOWS) -> list[tuple[str, str]]:
 
 RT_COUNTERS = [("viewers", "5m"), ("viewers", "30m"), ("viewers", "1h"), ("clicks", "5m"),
                ("clicks", "30m"), ("orders", "5m"), ("orders", "30m")]
+RT_STEP_WIDTH = 1 + len(RT_COUNTERS)      # one step of stream_realtime:rt_steps: minute + the counters
 
 # view -> feature schema [(name, dtype)]
 VIEW_FEATURES: dict[str, list[tuple[str, str]]] = {
@@ -74,8 +75,14 @@ VIEW_FEATURES: dict[str, list[tuple[str, str]]] = {
     # the item_click / purchase events in the stream in [T - RT_ITEMS_WINDOW, T), most recent first
     # (by last event; ties by event order), at most RT_ITEMS_N; [] when none (a sequence input of
     # the transformer ranker, not a GBDT feature).
+    # rt_steps = the counters' schedule (features.scheduled_counters): what the offline log will
+    # hold at each later minute if no further event arrives, flat [minute, counter_1, ...,
+    # counter_7] per step (minute = epoch // RT_BUCKET_S, ascending); [] in the offline log's
+    # history, set on the rows that reach the online store (pushes and each stream's latest
+    # materialized row), so serving follows the drop-offs between pushes exactly as training sees them.
     "stream_realtime": [(f"{m}_{w}", "int64") for m, w in RT_COUNTERS] + [("rt_epoch", "float64"),
-                                                                         ("rt_items", "int64_list")],
+                                                                         ("rt_items", "int64_list"),
+                                                                         ("rt_steps", "int64_list")],
     # push view, per user: the last RECENT_N distinct streams (click/watch) and items
     # (item_click/purchase) before T, most recent first.
     "user_recent": [("recent_streams", "int64_list"), ("recent_items", "int64_list")],

@@ -28,10 +28,13 @@ Derived columns:
                                    (1 = most recent), 0 when absent
   uc_click_share_30d               uc_clicks_30d / u_clicks_30d (the user's taste for the category)
   uc_exposure_share_30d            uc_exposures_30d / u_exposures_30d
-  real-time counters               a window whose whole content has aged out (as_of - rt_epoch >=
-                                   window) reads 0; in the offline log this never changes a value
-                                   (a drop-off row exists), online it expires counters nobody
-                                   re-pushed.
+  real-time counters               the offline log's value at as_of: a row with a schedule
+                                   (stream_realtime:rt_steps, set on the rows that go online)
+                                   reads the counters of its last step at or before as_of's
+                                   minute (:func:`scheduled_counters`: the drop-offs between
+                                   pushes); a row without one (the offline log, where a drop-off
+                                   row exists) reads its columns, and a window whose whole content
+                                   has aged out (as_of - rt_epoch >= window) reads 0.
 
 List expiry (:func:`expire_lists`, same rule): rt_items reads [] when as_of - rt_epoch >=
 RT_WINDOWS[RT_ITEMS_WINDOW] (30 min) or there is no row; offline this never changes a value (a row
@@ -42,15 +45,18 @@ This module imports only numpy/pandas (the API imports it at start-up).
 """
 from __future__ import annotations
 
+import bisect
 import gc
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-from .definitions import RT_COUNTERS, RT_ITEMS_WINDOW, RT_WINDOWS, VIEW_FEATURES
+from .definitions import RT_BUCKET_S, RT_COUNTERS, RT_ITEMS_WINDOW, RT_STEP_WIDTH, RT_WINDOWS, VIEW_FEATURES
 
 # ----------------------------------------------------------------------------- raw refs
-_SKIP_REFS = {("user_recent", "recent_items"), ("stream_realtime", "rt_items")}   # not used by the GBDT
+_SKIP_REFS = {("user_recent", "recent_items"), ("stream_realtime", "rt_items"),   # not used by the GBDT
+              ("stream_realtime", "rt_steps")}
 
 
 def _refs(views) -> list[str]:
@@ -68,6 +74,10 @@ RAW_COLUMNS = [r.split(":")[1] for r in GBDT_FEATURE_REFS]
 SEQUENCE_REFS = ["user_recent:recent_items", "user_recent:recent_streams", "stream_realtime:rt_items"]
 SEQUENCE_COLUMNS = ["recent_items", "recent_streams", "rt_items"]
 assert [r.split(":")[1] for r in SEQUENCE_REFS] == SEQUENCE_COLUMNS
+# the real-time counters' schedule: read online with the stream's row, never by training (the
+# offline log's own rows are exact at every instant)
+SCHEDULE_REF = "stream_realtime:rt_steps"
+SCHEDULE_COLUMN = "rt_steps"
 
 _RATIO_PARTS = ("ctr_", "cvr_", "stay_mean_")
 _INTERNAL = {"us_last_interaction_epoch", "rt_epoch", "recent_streams"}   # inputs of derived columns
@@ -126,16 +136,20 @@ def derive_features(frame: pd.DataFrame) -> pd.DataFrame:
     n = len(frame)
     as_of = _epoch_seconds(frame["event_timestamp"]) if n else np.zeros(0)
     lists = frame["recent_streams"].tolist() if "recent_streams" in frame.columns else [None] * n
-    new = derive_arrays(lambda c: _num(frame, c), as_of, lists, frame["stream_id"].tolist() if n else [])
+    schedules = frame[SCHEDULE_COLUMN].tolist() if SCHEDULE_COLUMN in frame.columns else None
+    new = derive_arrays(lambda c: _num(frame, c), as_of, lists, frame["stream_id"].tolist() if n else [],
+                        schedules=schedules)
     rest = frame.drop(columns=[c for c in FEATURE_COLUMNS if c in frame.columns])
     return pd.concat([rest, pd.DataFrame({c: new[c] for c in FEATURE_COLUMNS}, index=frame.index)], axis=1)
 
 
-def derive_arrays(raw, as_of: np.ndarray, recent_streams: list, stream_ids: list) -> dict:
+def derive_arrays(raw, as_of: np.ndarray, recent_streams: list, stream_ids: list,
+                  schedules: Optional[list] = None) -> dict:
     """The core of :func:`derive_features` on arrays (the serving path calls it without pandas):
     ``raw(col)`` gives a fresh float64 array of a raw Feast column (NaN where missing or absent),
     ``as_of`` epoch seconds per row, ``recent_streams`` the user's lists per row, ``stream_ids``
-    the candidates. Returns every :data:`FEATURE_COLUMNS` column (float64 arrays)."""
+    the candidates, ``schedules`` the rows' rt_steps (or None). Returns every
+    :data:`FEATURE_COLUMNS` column (float64 arrays)."""
     n = len(as_of)
     new: dict[str, np.ndarray] = {}
     for c in ZERO_FILLED:
@@ -149,11 +163,49 @@ def derive_arrays(raw, as_of: np.ndarray, recent_streams: list, stream_ids: list
     for m, w in RT_COUNTERS:
         col = f"{m}_{w}"
         new[col][~(age < RT_WINDOWS[w])] = 0.0            # NaN age (no row) -> 0 as well
+    if schedules is not None:
+        scheduled_counters(schedules, as_of, new)
     new["us_hours_since_last_interaction"] = (as_of - raw("us_last_interaction_epoch")) / 3600.0
     new["recent_stream_rank"] = _rank_in(recent_streams, stream_ids) if n else np.zeros(0)
     new["uc_click_share_30d"] = _ratio(new["uc_clicks_30d"], new["u_clicks_30d"])
     new["uc_exposure_share_30d"] = _ratio(new["uc_exposures_30d"], new["u_exposures_30d"])
     return new
+
+
+def scheduled_counters(schedules: list, as_of: np.ndarray, out: dict) -> None:
+    """Set the real-time counters of ``out`` (arrays, one row per schedule) from the rows'
+    ``rt_steps`` (definitions: flat ``[minute, c_1, ..., c_7]`` steps, ascending): row ``i`` takes
+    the last step whose minute is at or before ``as_of[i] // RT_BUCKET_S`` — the offline log's
+    value at that instant (its first step when ``as_of`` is before it). Rows whose schedule is
+    empty or missing are left as they are."""
+    rows, vals = [], []
+    minutes = (as_of // RT_BUCKET_S).tolist()
+    cached = _STEP_CACHE.get
+    for i, steps in enumerate(schedules):
+        if steps is None or isinstance(steps, float) or len(steps) == 0:
+            continue
+        minute = minutes[i]
+        # the serving path reads the snapshot's list objects: one lookup per (list, minute)
+        hit = cached(id(steps))
+        if hit is not None and hit[0] is steps and hit[1] == minute:
+            rows.append(i)
+            vals.append(hit[2])
+            continue
+        j = bisect.bisect_right(steps[::RT_STEP_WIDTH], minute) - 1 if len(steps) > RT_STEP_WIDTH else 0
+        base = max(j, 0) * RT_STEP_WIDTH
+        v = tuple(steps[base + 1:base + RT_STEP_WIDTH])
+        if len(_STEP_CACHE) > 20_000:       # about the streams of a few snapshot refreshes
+            _STEP_CACHE.clear()
+        _STEP_CACHE[id(steps)] = (steps, minute, v)         # holds the list: its id is not reused
+        rows.append(i)
+        vals.append(v)
+    if rows:
+        arr = np.asarray(vals, dtype=np.float64)                                    # [rows, 7]
+        for c, (m, w) in enumerate(RT_COUNTERS):
+            out[f"{m}_{w}"][rows] = arr[:, c]
+
+
+_STEP_CACHE: dict = {}
 
 
 def _int_list(v) -> list:

@@ -21,15 +21,16 @@ import pandas as pd
 
 from .columns import Columns, object_array
 from .definitions import RT_ITEMS_WINDOW, RT_WINDOWS, VIEW_FEATURES
-from .features import (FEATURE_COLUMNS, SEQUENCE_COLUMNS, SEQUENCE_REFS, STREAM_FEATURE_REFS, STREAM_VIEWS,
-                       USER_FEATURE_REFS, _int_list, derive_arrays, derive_features, expire_lists)
+from .features import (FEATURE_COLUMNS, SCHEDULE_COLUMN, SCHEDULE_REF, SEQUENCE_COLUMNS, SEQUENCE_REFS,
+                       STREAM_FEATURE_REFS, STREAM_VIEWS, USER_FEATURE_REFS, _int_list, derive_arrays,
+                       derive_features, expire_lists)
 
 _LIST_COLUMNS = {n for v in VIEW_FEATURES for n, dt in VIEW_FEATURES[v] if dt == "int64_list"}
 # the sequence lists that are not GBDT refs, read along with their view's other features
 _STREAM_LIST_REFS = [r for r in SEQUENCE_REFS if r.split(":")[0] in STREAM_VIEWS and r not in STREAM_FEATURE_REFS]
 _USER_LIST_REFS = [r for r in SEQUENCE_REFS if r.split(":")[0] == "user_recent" and r not in USER_FEATURE_REFS]
 assert len(_STREAM_LIST_REFS) + len(_USER_LIST_REFS) + 1 == len(SEQUENCE_REFS)   # + recent_streams (GBDT)
-STREAM_ROW_REFS = STREAM_FEATURE_REFS + _STREAM_LIST_REFS
+STREAM_ROW_REFS = STREAM_FEATURE_REFS + _STREAM_LIST_REFS + [SCHEDULE_REF]
 _USER_REFS = [r for r in USER_FEATURE_REFS if r.split(":")[0] in ("user_stats", "user_recent")] + _USER_LIST_REFS
 _USER_CATEGORY_REFS = [r for r in USER_FEATURE_REFS if r.split(":")[0] == "user_category_stats"]
 _USER_STREAM_REFS = [r for r in USER_FEATURE_REFS if r.split(":")[0] == "user_stream_stats"]
@@ -223,7 +224,8 @@ def assemble_columns(user: dict, stream_df: pd.DataFrame, now: Optional[datetime
     recent = user["recent_streams"].tolist() if "recent_streams" in user else [None] * n
     out = {"user_id": np.asarray(user["user_id"], dtype=np.int64), "stream_id": sids,
            "category_id": np.asarray(user["category_id"], dtype=np.int64)}
-    out.update(derive_arrays(raw, as_of, recent, sids.tolist()))
+    schedules = stream[SCHEDULE_COLUMN].tolist() if SCHEDULE_COLUMN in stream else None
+    out.update(derive_arrays(raw, as_of, recent, sids.tolist(), schedules=schedules))
     expired = ~((as_of - raw("rt_epoch")) < RT_WINDOWS[RT_ITEMS_WINDOW])          # NaN age -> expired
     empty: list = []
     for c in SEQUENCE_COLUMNS:

@@ -1,10 +1,14 @@
 """Real-time counters (and the streams' rt_items) as of an instant, pushed to Feast's online store.
 
 :func:`realtime_frames` runs the very code of the offline log (:func:`statistics.compute_statistics`
-for the views ``stream_realtime`` and ``user_recent``) with the bucket grid aligned on ``at``, and
-keeps each entity's state at ``at``: at an instant on the offline grid (a multiple of
-``RT_BUCKET_S``) it equals the offline log's row there; in between it is exact where the log lags
-by at most one bucket.
+for the views ``stream_realtime`` and ``user_recent``) and keeps each entity's state at ``at``:
+
+- the counters are the offline log's at ``at`` (its RT_BUCKET_S grid: the row at ``at``'s minute,
+  from the events before that minute), and ``rt_steps`` their schedule for the later minutes
+  (:func:`statistics.counter_schedules`), so a reader at any later instant gets the offline log's
+  value there (:func:`features.derive_arrays`) — training and serving see the same counters;
+- rt_items and the user's lists are exact at ``at`` (the grid aligned on ``at``): an event is in
+  them as soon as it is pushed.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from .definitions import (PUSH_SOURCES, PUSH_VIEWS, RT_BUCKET_S, RT_WINDOWS, TIM
 
 log = logging.getLogger(__name__)
 
-REALTIME_LOOKBACK = timedelta(seconds=max(RT_WINDOWS.values()))   # stream events needed before `at`
+# stream events needed before `at`: the longest window, plus the minute the grid may start before it
+REALTIME_LOOKBACK = timedelta(seconds=max(RT_WINDOWS.values()) + RT_BUCKET_S)
 _LIST_COLUMNS = {v: {n for n, dt in VIEW_FEATURES[v] if dt == "int64_list"} for v in PUSH_VIEWS}
 PUSH_BATCH = 1000
 
@@ -36,16 +41,18 @@ def realtime_frames(events: pd.DataFrame, at: datetime, *, stream_ids: Optional[
                     user_ids: Optional[Iterable[int]] = None) -> dict[str, pd.DataFrame]:
     """``{"stream_realtime": ..., "user_recent": ...}``: one row per entity, stamped ``at``.
 
-    Counters and rt_items cover events in ``[at - window, at)``; the user's lists the events before
-    ``at``.
+    The counters are the offline log's at ``at``'s minute and ``rt_steps`` their schedule after it
+    (module docstring); rt_items covers the events in ``[at - 30 min, at)``, the user's lists the
+    events before ``at``.
     stream_ids / user_ids: the entities to emit (zeros / empty lists when they have no events).
     Give them whenever ``events`` is not the complete log of those entities (e.g. a user's history
     plus the last hour of some streams): an entity outside them would be computed from a partial log.
     Default: every entity found in ``events``.
     """
-    from .statistics import compute_statistics, empty_frame
+    from .statistics import RT_COUNTER_COLUMNS, compute_statistics, counter_schedules, empty_frame
     at_ts = _utc(at)
-    ts = pd.to_datetime(events["ts"], utc=True)
+    ts = events["ts"]
+    ts = ts.dt.tz_convert("UTC") if isinstance(ts.dtype, pd.DatetimeTZDtype) else pd.to_datetime(ts, utc=True)
     ev = events[ts < at_ts]
     t_ev = ts[ts < at_ts]
     recent = ev[t_ev >= at_ts - pd.Timedelta(REALTIME_LOOKBACK)]
@@ -66,8 +73,14 @@ def realtime_frames(events: pd.DataFrame, at: datetime, *, stream_ids: Optional[
         state = state.reindex(ids)
         res = pd.DataFrame({key: np.asarray(ids, dtype=np.int64)})
         res[TIMESTAMP_FIELD] = pd.Series([stamp] * len(ids), dtype="datetime64[us, UTC]")
+        schedules = counter_schedules(sub, at_ts.to_pydatetime(), stream_ids=ids) if view == "stream_realtime" else {}
         for c in view_columns(view)[2:]:
-            if c in _LIST_COLUMNS[view]:
+            if c == "rt_steps":
+                res[c] = [schedules[i] for i in ids]
+            elif c in RT_COUNTER_COLUMNS:       # the offline log's value at at's minute: the first step
+                res[c] = np.asarray([schedules[i][1 + RT_COUNTER_COLUMNS.index(c)] if schedules[i] else 0
+                                     for i in ids], dtype=np.int64)
+            elif c in _LIST_COLUMNS[view]:
                 res[c] = [[int(x) for x in v] if isinstance(v, (list, np.ndarray)) else [] for v in state[c].tolist()]
             elif c == "rt_epoch":
                 res[c] = at_epoch

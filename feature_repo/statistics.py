@@ -22,7 +22,10 @@ Views (see :mod:`feature_repo.definitions` for the columns):
   rt_items, the last RT_ITEMS_N distinct items of the stream's item events in the last 30 min;
   bucket ``RT_BUCKET_S``: the offline log of the pushed rows; item events also emit rows, so
   rt_items is exact at every row and a row exists when it empties), user_recent (last 20 distinct
-  streams / items before T, bucket ``RT_BUCKET_S``).
+  streams / items before T, bucket ``RT_BUCKET_S``). The rows that go online carry
+  ``rt_steps``, the counters' schedule for the later minutes (:func:`counter_schedules`): pushes
+  and, from :func:`run_statistics`, each stream's latest row (:func:`with_latest_schedules`), so
+  an online reader gets the offline log's counters at any instant, between pushes included.
 """
 from __future__ import annotations
 
@@ -41,9 +44,9 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from .definitions import (BATCH_VIEWS, PUSH_VIEWS, RECENT_N, RT_BUCKET_S, RT_ITEMS_N, RT_ITEMS_WINDOW,
-                          RT_WINDOWS, TIMESTAMP_FIELD, VIEW_FEATURES, WINDOWS, arrow_schema,
-                          heartbeat_buckets, source_path, view_columns)
+from .definitions import (BATCH_VIEWS, PUSH_VIEWS, RECENT_N, RT_BUCKET_S, RT_COUNTERS, RT_ITEMS_N,
+                          RT_ITEMS_WINDOW, RT_STEP_WIDTH, RT_WINDOWS, TIMESTAMP_FIELD, VIEW_FEATURES, WINDOWS,
+                          arrow_schema, heartbeat_buckets, source_path, view_columns)
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +228,12 @@ def _windowed(entity: np.ndarray, k: np.ndarray, n_entities: int, *, sums: dict,
 
 # ============================================================================ helpers
 def _as_us(ts: pd.Series) -> np.ndarray:
-    t = pd.to_datetime(ts, utc=True)
+    if isinstance(ts.dtype, pd.DatetimeTZDtype):
+        # already tz-aware datetimes (the loader's): pd.to_datetime would still scan every value
+        # to decide on its cache (~3 µs an event)
+        t = ts.dt.tz_convert("UTC")
+    else:
+        t = pd.to_datetime(ts, utc=True)
     return t.astype("datetime64[us, UTC]").astype("int64").to_numpy()
 
 
@@ -375,6 +383,13 @@ def _user_stream_view(ev: pd.DataFrame, *, b_us: int, origin_us: int, t_end: int
     return _finish(view, keys, t * b_us + origin_us, feats)
 
 
+def _counter_inputs(ev: pd.DataFrame, typ: np.ndarray) -> dict:
+    """The real-time counters' definition for :func:`_windowed`: clicks, orders (purchase events)
+    and distinct viewers (users with a click or watch) of each stream."""
+    return {"sums": {"clicks": typ == "click", "orders": typ == "purchase"},
+            "distinct": {"viewers": (np.isin(typ, STREAM_ACTIONS), ev["user_id"].to_numpy())}}
+
+
 def _realtime_view(ev: pd.DataFrame, *, b_us: int, origin_us: int, t_end: int) -> pd.DataFrame:
     view = "stream_realtime"
     ev = ev[ev["stream_id"].notna() & ev["type"].isin(STREAM_ACTIONS + ITEM_ACTIONS)]
@@ -391,16 +406,89 @@ def _realtime_view(ev: pd.DataFrame, *, b_us: int, origin_us: int, t_end: int) -
     # an item_click feeds no counter (it is neither a click nor an order) but emits a row when it
     # enters or leaves the rt_items window (purchases emit at every window anyway)
     nw_items = nws[RT_ITEMS_WINDOW]
-    e, t, cols = _windowed(codes, k, len(uniq), sums={"clicks": typ == "click", "orders": typ == "purchase"},
-                           distinct={"viewers": (np.isin(typ, STREAM_ACTIONS), ev["user_id"].to_numpy())},
-                           maxes={}, windows=nws, t_end=t_end, marks=(typ == "item_click", [nw_items]))
+    e, t, cols = _windowed(codes, k, len(uniq), **_counter_inputs(ev, typ), maxes={}, windows=nws, t_end=t_end,
+                           marks=(typ == "item_click", [nw_items]))
     t_us = t * b_us + origin_us
     feats = {f"{m}_{w}": cols[f"{m}_{w}"] for m in ("viewers", "clicks", "orders") for w in RT_WINDOWS}
     feats["rt_epoch"] = t_us / _US
     items = ev["item_id"].fillna(-1).to_numpy(dtype=np.int64)
     feats["rt_items"] = _recent_in_window(codes[is_item], k[is_item], ev["us"].to_numpy()[is_item], items[is_item],
                                           e, t, nw_items, RT_ITEMS_N)
+    feats["rt_steps"] = [[] for _ in range(len(e))]       # set on the rows that go online (counter_schedules)
     return _finish(view, {"stream_id": uniq[e]}, t_us, feats)
+
+
+RT_COUNTER_COLUMNS = [f"{m}_{w}" for m, w in RT_COUNTERS]
+SCHEDULE_LOOKBACK_S = max(RT_WINDOWS.values()) + RT_BUCKET_S     # events a schedule needs before `at`
+
+
+def counter_schedules(events: pd.DataFrame, at: datetime,
+                      stream_ids: Optional[list] = None) -> dict[int, list[int]]:
+    """Each stream's ``rt_steps`` as of ``at``: the real-time counters the offline log holds at
+    ``at``'s minute and at every later minute where one changes, if no event arrives after ``at``
+    — the offline computation itself (:func:`_realtime_view` on the RT_BUCKET_S grid, run past
+    ``at`` until every window has emptied). Flat ``[minute, c_1, ..., c_7]`` per step
+    (RT_COUNTERS order, minute = epoch seconds // RT_BUCKET_S, ascending, the first step at
+    ``at``'s minute, the last all zeros); ``[]`` when every counter is 0 from ``at`` on.
+
+    events: at least the streams' events in ``[at - SCHEDULE_LOOKBACK_S, at)`` (later ones are
+    ignored); stream_ids: the streams to return (default: those in ``events``)."""
+    at_us = _to_us(at)
+    b_us = RT_BUCKET_S * _US
+    ka = at_us // b_us                                       # at's minute
+    ev = events[_as_us(events["ts"]) < at_us] if len(events) else events
+    ev = ev[_as_us(ev["ts"]) >= at_us - SCHEDULE_LOOKBACK_S * _US] if len(ev) else ev
+    horizon = pd.Timestamp((ka + SCHEDULE_LOOKBACK_S // RT_BUCKET_S + 2) * b_us, unit="us", tz="UTC").to_pydatetime()
+    out: dict[int, list[int]] = {}
+    if len(ev):
+        ev = ev[ev["stream_id"].notna() & ev["type"].isin(STREAM_ACTIONS + ("purchase",))]
+    if len(ev):
+        # the counters of _realtime_view (same inputs, same grid), without its rt_items
+        typ = ev["type"].to_numpy()
+        codes, uniq = pd.factorize(ev["stream_id"].astype("int64").to_numpy())
+        k = _as_us(ev["ts"]) // b_us
+        nws = {w: _nb(sec, RT_BUCKET_S) for w, sec in RT_WINDOWS.items()}
+        t_end = int(_to_us(horizon) // b_us)
+        e, t, cols = _windowed(codes, k, len(uniq), **_counter_inputs(ev, typ), maxes={}, windows=nws, t_end=t_end)
+        order = np.lexsort((t, e))                                           # by stream, then time
+        minute, sid = t[order], uniq[e[order]].astype(np.int64)
+        vals = np.rint(np.column_stack([cols[c][order] for c in RT_COUNTER_COLUMNS])).astype(np.int64)
+        bounds = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1], True])
+        for a, z in zip(bounds[:-1], bounds[1:]):
+            m, v = minute[a:z], vals[a:z]
+            upto = int(np.searchsorted(m, ka, side="right"))             # rows at or before at's minute
+            first = v[upto - 1] if upto else np.zeros(len(RT_COUNTER_COLUMNS), np.int64)
+            steps, prev = [], None
+            for mm, vv in [(ka, first)] + list(zip(m[upto:], v[upto:])):
+                key = tuple(int(x) for x in vv)
+                if key != prev:
+                    steps += [int(mm), *key]
+                    prev = key
+            out[int(sid[a])] = [] if len(steps) == RT_STEP_WIDTH and not any(steps[1:]) else steps
+    if stream_ids is not None:
+        out = {int(s): out.get(int(s), []) for s in stream_ids}
+    return out
+
+
+def with_latest_schedules(frame: pd.DataFrame, events: pd.DataFrame, end: datetime) -> pd.DataFrame:
+    """``frame`` (the stream_realtime log up to ``end``) with ``rt_steps`` set on each stream's
+    latest row — the row materialize writes online — to the schedule as of ``end``, so the online
+    store follows the drop-offs after ``end`` without a push. Other rows keep []."""
+    if frame.empty:
+        return frame
+    recent = events[_as_us(events["ts"]) >= _to_us(end) - SCHEDULE_LOOKBACK_S * _US] if len(events) else events
+    sched = counter_schedules(recent, end)
+    if not sched:
+        return frame
+    out = frame.copy()
+    sid = out["stream_id"].to_numpy(dtype=np.int64)
+    last = np.flatnonzero(np.r_[sid[1:] != sid[:-1], True])           # rows are ordered by stream, time
+    steps = out["rt_steps"].to_numpy().copy()
+    for i in last:
+        if int(sid[i]) in sched:
+            steps[i] = sched[int(sid[i])]
+    out["rt_steps"] = steps
+    return out
 
 
 def _recent_in_window(entity: np.ndarray, k: np.ndarray, us: np.ndarray, obj: np.ndarray,
@@ -672,6 +760,8 @@ def run_statistics(settings, end: Optional[datetime] = None, progress: bool = Tr
     t1 = time.perf_counter()
     frames = compute_statistics(events, catalog.get("streams"), bucket_s=settings.stats_bucket_s, end=end,
                                 items=catalog.get("items"))
+    if "stream_realtime" in frames:
+        frames["stream_realtime"] = with_latest_schedules(frames["stream_realtime"], events, end)
     t2 = time.perf_counter()
     rows = write_statistics(settings, frames)
     t3 = time.perf_counter()

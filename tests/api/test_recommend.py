@@ -126,7 +126,10 @@ def test_offline_candidate_fetched_on_demand(app, live_ids, offline_stream):
     out = _recommend(client, user_id=4, candidates=[OFFLINE_STREAM] + live_ids[:3], k=10)
     assert {it["stream_id"] for it in out["items"]} == {OFFLINE_STREAM, *live_ids[:3]}
     offline = [it for it in out["items"] if it["stream_id"] == OFFLINE_STREAM][0]
-    assert offline["score"] == 0.0 and offline["position"] == 4        # no statistics: least popular
+    # no statistics: least popular (a live stream without clicks in the 3 simulated days — the
+    # simulator's broadcasts follow the time of day — may tie with it at 0)
+    assert offline["score"] == 0.0
+    assert all(it["position"] < offline["position"] for it in out["items"] if it["score"] > 0)
     snap = app.extensions["streamrank"].snapshot
     assert OFFLINE_STREAM in snap.state().categories                  # added to the snapshot
     snap.refresh()

@@ -111,11 +111,22 @@ def test_push_reaches_the_online_store(repo):
     store = get_store(settings)
     got = store.get_online_features(
         features=["stream_realtime:clicks_5m", "stream_realtime:viewers_5m", "stream_realtime:viewers_30m",
-                  "stream_realtime:rt_epoch", "user_recent:recent_streams"],
+                  "stream_realtime:rt_epoch", "stream_realtime:rt_steps", "user_recent:recent_streams"],
         entity_rows=[{"stream_id": s, "user_id": u} for s, u in ((77, 500), (78, 501), (79, 502))]).to_dict()
-    assert got["clicks_5m"] == [3, 0, 0]
-    assert got["viewers_5m"] == [3, 0, 0]
-    assert got["viewers_30m"] == [3, 1, 0]
+    # the counters are the offline log's at 12:00 (whole minutes): the clicks of 12:00:08-10 count
+    # from 12:01 on, the watch of 11:40:30 is in the 30-minute window
+    assert got["clicks_5m"] == [0, 0, 0]
+    assert got["viewers_5m"] == [0, 0, 0]
+    assert got["viewers_30m"] == [0, 1, 0]
+    # ... and rt_steps says what the log holds at each later minute (RT_COUNTERS order: viewers
+    # 5m/30m/1h, clicks 5m/30m, orders 5m/30m)
+    m = int(at.floor("60s").timestamp()) // 60
+    assert list(got["rt_steps"][0]) == [m, 0, 0, 0, 0, 0, 0, 0, m + 1, 3, 3, 3, 3, 3, 0, 0,
+                                        m + 6, 0, 3, 3, 0, 3, 0, 0, m + 31, 0, 0, 3, 0, 0, 0, 0,
+                                        m + 61, 0, 0, 0, 0, 0, 0, 0]
+    assert list(got["rt_steps"][1]) == [m, 0, 1, 1, 0, 0, 0, 0, m + 11, 0, 0, 1, 0, 0, 0, 0,
+                                        m + 41, 0, 0, 0, 0, 0, 0, 0]
+    assert not got["rt_steps"][2]                     # pushed, nothing to count: no schedule
     assert got["rt_epoch"][0] == at.timestamp()
     assert list(got["recent_streams"][0]) == [77, 78]
     assert list(got["recent_streams"][1]) == [77]
@@ -280,11 +291,14 @@ def test_pushed_rt_items_are_read_online_by_stream_rows_the_snapshot_and_assembl
     assert frame["rt_items"].tolist() == [[], [901, 902]]
     assert snap.rows([87])[0]["rt_items"].tolist() == [[901, 902]]   # from the state now
 
-    for minutes, expected in ((0, [901, 902]), (29.99, [901, 902]), (30, []), (90, [])):
+    for minutes, expected in ((0, [901, 902]), (20.99, [901, 902]), (21, [901, 902]), (29.99, [901, 902]),
+                              (30, []), (90, [])):
         now = (at + pd.Timedelta(minutes=minutes)).to_pydatetime()
         out = assemble(users, frame, now)
         assert list(out.columns) == ["user_id", "stream_id", "category_id", "event_timestamp"] + FEATURE_COLUMNS + SEQUENCE_COLUMNS
         assert out["stream_id"].tolist() == [87, 88, 89]
         assert out["rt_items"].tolist() == [expected, [], []], minutes
         assert out["recent_items"].tolist() == [[903, 902]] * 3
-        assert out.loc[0, "orders_30m"] == (1 if minutes < 30 else 0)
+        # the purchase of 07:50 leaves the 30-minute window at 08:21 (whole minutes, as the offline
+        # log), with no push in between: rt_steps
+        assert out.loc[0, "orders_30m"] == (1 if minutes < 21 else 0), minutes

@@ -51,3 +51,38 @@ def test_run_statistics_materializes_incrementally(settings):
     assert _ingest(settings, late).inserted == 1
     s3 = run_statistics(settings, end=end2 + timedelta(hours=1), progress=False)
     assert s3["materialize"] == "full"
+
+
+def test_the_materialized_counters_follow_the_offline_log_without_a_push(settings):
+    """run_statistics writes each stream's latest row online with its schedule (rt_steps): read
+    through OnlineFeatures + assemble (the API's path) at later instants with no push at all,
+    the real-time counters are the offline log's value at each instant (as training joins them)."""
+    from feature_repo.features import RT_COUNTERS
+    from feature_repo.online import OnlineFeatures, assemble
+    from feature_repo.statistics import compute_statistics, run_statistics
+    from store.ingest import load_events, upsert_catalog
+    streams, items = catalog()
+    upsert_catalog(settings.database_url, streams=streams.assign(streamer_id=streams.stream_id),
+                   items=items.assign(price=1.0))
+    ev = random_events(seed=31, n=300, n_users=6, n_streams=3, span_s=3 * 3600)
+    assert _ingest(settings, ev).inserted == 300
+    end = ev.ts.iloc[-40] + pd.Timedelta(seconds=5)            # mid-stream: recent events in every window
+    run_statistics(settings, end=end.to_pydatetime(), progress=False)
+    before = load_events(settings.database_url, end=end.to_pydatetime())
+    log = compute_statistics(before, None, bucket_s=3600, end=(end + pd.Timedelta(hours=2)).to_pydatetime(),
+                             views=["stream_realtime"])["stream_realtime"]
+    online = OnlineFeatures(settings)
+    rows = online.stream_rows([1, 2, 3])
+    assert any(len(s) for s in rows["rt_steps"])
+    users = online.user_rows(1, [1, 2, 3], [None, None, None])
+    cols = [f"{m}_{w}" for m, w in RT_COUNTERS]
+    moved = 0
+    for minutes in (0, 0.5, 3, 6, 17, 31, 45, 59, 61, 90):
+        t = end + pd.Timedelta(minutes=minutes)
+        got = assemble(users, rows, t.to_pydatetime()).set_index("stream_id")
+        for sid in (1, 2, 3):
+            past = log[(log.stream_id == sid) & (log.event_timestamp <= t)]
+            exp = past.iloc[-1][cols] if len(past) else pd.Series(0, index=cols)
+            assert got.loc[sid, cols].tolist() == [float(x) for x in exp], (minutes, sid)
+            moved += minutes > 0 and got.loc[sid, cols].tolist() != rows.set_index("stream_id").loc[sid, cols].tolist()
+    assert moved >= 6          # the counters dropped off after `end`, nothing pushed
