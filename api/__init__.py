@@ -38,7 +38,6 @@ __all__ = ["create_app", "close_app", "get_runtime", "require_api_key"]
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 2 * 1024 * 1024        # a 1000-event batch is ~200 KB; 2 MiB leaves room
 
 
 def create_app(settings=None, **overrides) -> Flask:
@@ -52,7 +51,7 @@ def create_app(settings=None, **overrides) -> Flask:
     app = Flask(__name__)
     app.config.update(
         SETTINGS=settings,
-        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,   # 1 MiB: a 1,000-event batch is ~200 KB
         MAX_EVENTS=1000,              # per POST /v1/events
         MAX_CANDIDATES=1000,          # per POST /v1/recommend
         MAX_K=200,
@@ -63,6 +62,9 @@ def create_app(settings=None, **overrides) -> Flask:
         BROKER_TIMEOUT_S=2.0,
         READY_TIMEOUT_S=3.0,          # each /readyz check
     )
+    # werkzeug answers "//v1/models" with a 308 redirect whose body is HTML (routing redirects
+    # bypass the error handlers): an unknown path is a JSON 404 like any other
+    app.url_map.merge_slashes = False
     app.json.sort_keys = False
     app.json.compact = True
     app.extensions[EXTENSION] = Runtime(settings, app.config)

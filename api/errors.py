@@ -12,8 +12,8 @@ import logging
 import re
 from typing import Any, Optional
 
-from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +77,41 @@ def _no_constants(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _body_bytes() -> bytes:
+    """The request body; 413 beyond MAX_CONTENT_LENGTH, whether the length is declared or the
+    body is chunked (werkzeug's limited stream would cut a chunked body at the cap silently and
+    the truncated JSON answer 400)."""
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if request.content_length is None and limit and request.environ.get("wsgi.input_terminated"):
+        if "streamrank.body" not in request.environ:
+            raw = request.environ["wsgi.input"].read(limit + 1)
+            if len(raw) > limit:
+                raise RequestEntityTooLarge()
+            request.environ["streamrank.body"] = raw
+        return request.environ["streamrank.body"]
+    return request.get_data(cache=True)      # raises 413 beyond MAX_CONTENT_LENGTH
+
+
+def _unique_keys(pairs: list) -> dict:
+    # json's default keeps the last of repeated keys: {"user_id": 1, "user_id": 2} would be
+    # answered for user 2 without a word; say so instead
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:60]!r} in an object")
+        out[key] = value
+    return out
+
+
 def json_body() -> Any:
     """The request's JSON document (any type). 415 unless the body is declared JSON; 400 when
-    it is empty, not UTF-8, not strict JSON (NaN/Infinity rejected) or nested too deeply."""
+    it is empty, not UTF-8, not strict JSON (NaN/Infinity rejected), repeats a key inside an
+    object, or is nested too deeply."""
     if not request.is_json:
         ctype = request.headers.get("Content-Type") or "none"
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as application/json (got Content-Type: {ctype[:80]})")
-    raw = request.get_data(cache=True)      # raises 413 beyond MAX_CONTENT_LENGTH
+    raw = _body_bytes()
     if not raw.strip():
         raise bad_request("the request body is empty: send a JSON document", code="invalid_json")
     try:
@@ -92,7 +119,7 @@ def json_body() -> Any:
     except UnicodeDecodeError:
         raise bad_request("the request body is not UTF-8", code="invalid_json") from None
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        return json.loads(text, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise bad_request(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                           code="invalid_json") from None

@@ -2,7 +2,7 @@
 rows from Feast, the targets of the serving-speed issue printed side by side.
 
     python bench/recommend.py [--home DIR] [--gunicorn] [--duration 60] [--clients 16]
-                              [--requests 300] [--candidates 200]
+                              [--requests 300] [--candidates 200] [--profile 20] [--freshness]
 
 Builds (or, with ``--home`` pointing at an existing world, reuses) a simulated live-commerce world
 with at least ``--candidates`` streams live now, runs the pipeline in-process (statistics ->
@@ -26,7 +26,8 @@ Targets (issue "Serve 200 candidates in <= 15 ms p99 ..."): 1 client p50 <= 6 ms
 16 clients >= 150 req/s, p99 <= 100 ms, 0 errors; >= 8x faster than feast naive at p50 and p99;
 <= 6 ms server CPU per request; with --freshness also target 5 (bench/freshness.py: an event in
 the features of a recommend within 1 s, p99 over 120 probes, at 10 batches/s). Figures are
-printed; nothing is asserted.
+printed; nothing is asserted. ``--profile S`` then samples the gunicorn workers with py-spy
+during another S-second load run (bench/pyspy_profile.py) and prints where the time goes.
 """
 from __future__ import annotations
 
@@ -247,14 +248,29 @@ def load(port, users, cands, k, *, clients: int, duration_s: float = 0.0, reques
     return {"lat": lat, "errors": errors, "phases": phases, "wall_s": wall, "answers": len(lat)}
 
 
+def profile_workers(master_pid: int, port: int, users, cands, args) -> dict:
+    """py-spy on every gunicorn worker during another --clients load of --profile seconds."""
+    from pyspy_profile import record, summary
+    workers = [p for p in _tree(master_pid) if p != master_pid]
+    out = {}
+    t = threading.Thread(target=lambda: out.update(load(port, users, cands, args.k, clients=args.clients,
+                                                        duration_s=args.profile + 4)))
+    t.start()
+    time.sleep(2)
+    files = record(workers, args.profile, Path(args.home or tempfile.gettempdir()) / "pyspy")
+    t.join()
+    return summary(files, top=30)
+
+
 def serve_gunicorn(settings, threads: int = 4, workers: int = 1):
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, **settings.with_(port=port).to_env())
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads",
-            str(threads), "--no-control-socket", "--timeout", "120", "--log-level", "warning", "api:create_app()"]
+    from streamrank.cli import serve_argv
+    argv = serve_argv(settings.with_(port=port), workers, threads, timeout_s=120, access_log=False)
+    argv[-1:-1] = ["--log-level", "warning"]
     proc = subprocess.Popen(argv, cwd=ROOT, env=env)
     import urllib.request
     deadline = time.monotonic() + 120
@@ -293,6 +309,9 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of the throughput run")
     ap.add_argument("--v1", action="store_true", help="also time the V1 (GBDT) path through the test client")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+                    help="with --gunicorn: also sample the workers with py-spy (pip install py-spy) during "
+                         "a further load run of SECONDS and print where the time goes")
     ap.add_argument("--freshness", action="store_true",
                     help="also target 5: event -> features delay under 10 batches/s (bench/freshness.py, embedded)")
     args = ap.parse_args(argv)
@@ -353,6 +372,7 @@ def main(argv=None) -> int:
         close_app(app_v1)
     close_app(app)          # stop the snapshot thread: what follows runs alone
     http_phases = None
+    profile = None
     if args.gunicorn:
         proc, port = serve_gunicorn(settings, threads=args.threads, workers=args.workers)
         try:
@@ -363,6 +383,8 @@ def main(argv=None) -> int:
             cpu1 = server_cpu_s(proc.pid)
             many = load(port, users, cands, args.k, clients=args.clients, duration_s=args.duration)
             cpu2 = server_cpu_s(proc.pid)
+            if args.profile:        # after the measured runs: py-spy's sampling does not perturb them
+                profile = profile_workers(proc.pid, port, users, cands, args)
         finally:
             proc.terminate()
             proc.wait(30)
@@ -418,6 +440,11 @@ def main(argv=None) -> int:
         for label, got, bar, op in checks:
             ok = got <= bar if op == "<=" else got >= bar
             print(f"  {'met    ' if ok else 'NOT met'}  {label:<44} measured {got:.2f}")
+    if profile is not None:
+        from pyspy_profile import print_summary
+        print(f"\nwhere the time goes (py-spy, gunicorn workers, {args.clients} clients, {args.profile:.0f} s):")
+        print_summary(profile, top=18)
+        extra["profile"] = profile
     if args.freshness:              # target 5, on the same world (starts its own API and real-time worker)
         from freshness import print_result, run as run_freshness
         log_dir = Path(home) / "logs"

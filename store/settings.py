@@ -31,6 +31,8 @@ class Settings:
     journal_fsync: str = "everysec"          # STREAMRANK_JOURNAL_FSYNC: always | everysec | no (api/journal.py)
     journal_max_events: int = 100_000        # STREAMRANK_JOURNAL_MAX_EVENTS: backlog bound per API process
     journal_flush_s: float = 0.2             # STREAMRANK_JOURNAL_FLUSH_S: journal -> event log cadence
+    read_timeout_s: float = 10.0             # STREAMRANK_READ_TIMEOUT_S: a client silent this long mid-request is dropped
+    max_body_bytes: int = 1024 * 1024        # STREAMRANK_MAX_BODY_BYTES: larger request bodies get 413
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -66,12 +68,13 @@ class Settings:
                 continue
             if f.name in ("home", "feast_repo", "artifact_dir", "journal_dir"):
                 kwargs[f.name] = Path(raw)
-            elif f.name in ("port", "stats_bucket_s", "journal_max_events"):
+            elif f.name in ("port", "stats_bucket_s", "journal_max_events", "max_body_bytes"):
                 try:
                     kwargs[f.name] = int(raw)
                 except ValueError:
                     raise ValueError(f"STREAMRANK_{f.name.upper()} must be an integer, got {raw!r}") from None
-            elif f.name in ("snapshot_interval_s", "broker_polling_s", "job_lease_s", "journal_flush_s"):
+            elif f.name in ("snapshot_interval_s", "broker_polling_s", "job_lease_s", "journal_flush_s",
+                            "read_timeout_s"):
                 try:
                     kwargs[f.name] = float(raw)
                 except ValueError:

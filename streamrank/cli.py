@@ -137,10 +137,15 @@ def cmd_beat(args) -> int:
     os.execv(argv[0], argv)
 
 
-def serve_argv(settings, workers: int, threads: int) -> list:
-    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{settings.port}", "--workers", str(workers),
-            "--threads", str(threads), "--no-control-socket", "--timeout", "60", "--access-logfile", "-",
-            "api:create_app()"]
+def serve_argv(settings, workers: int, threads: int, *, timeout_s: int = 60, access_log: bool = True) -> list:
+    """The gunicorn command line of ``streamrank serve`` (also used by the tests and benches):
+    gthread with JSON errors and a read timeout (api/gunicorn_worker.py)."""
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{settings.port}", "--workers", str(workers),
+            "--threads", str(threads), "--worker-class", "api.gunicorn_worker.ThreadWorker", "--no-control-socket",
+            "--timeout", str(timeout_s)]
+    if access_log:
+        argv += ["--access-logfile", "-"]
+    return argv + ["api:create_app()"]
 
 
 def cmd_serve(args) -> int:
@@ -215,8 +220,16 @@ def _has_live_streams(settings) -> bool:
     return bool(live_stream_ids(settings.database_url, datetime.now(timezone.utc)))
 
 
+def _exit_on_signal(signum, frame):
+    # SIGTERM / SIGHUP (a closed terminal, `kill`, a supervisor) take the same way out as Ctrl-C:
+    # the finally below stops the workers and the API (the default action would orphan them)
+    raise SystemExit(128 + signum)
+
+
 def cmd_run(args) -> int:
     """Ingest the simulated world, start workers, run the pipeline through them, serve the API."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     settings = _settings()
     env = {**os.environ, **settings.to_env()}
     if not _has_live_streams(settings):
@@ -233,6 +246,8 @@ def cmd_run(args) -> int:
     procs = []
 
     def stop_all(*_):
+        for sig in (signal.SIGTERM, signal.SIGHUP):     # a second signal must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

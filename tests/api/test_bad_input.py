@@ -116,6 +116,12 @@ CASES = [
     ("ev-float-event-id", "post", "/v1/events", js([ev(event_id=1.0)]), 400, "invalid_events"),
     ("rec-page-lone-surrogate", "post", "/v1/recommend", js({"user_id": 1, "page": "p\ud800"}), 400, "invalid_field"),
     ("unknown-route", "get", "/v2/recommend", {}, 404, "not_found"),
+    ("rec-duplicate-key", "post", "/v1/recommend",
+     {"data": '{"user_id": 1, "user_id": 2}', "content_type": "application/json"}, 400, "invalid_json"),
+    ("ev-duplicate-key-in-event", "post", "/v1/events",
+     {"data": '[{"event_id": "d1", "user_id": 1, "type": "click", "stream_id": 1, "stream_id": 2}]',
+      "content_type": "application/json"}, 400, "invalid_json"),
+    ("double-slash-route", "get", "//v1/models", {}, 404, "not_found"),
 ]
 
 

@@ -145,8 +145,8 @@ def _free_port() -> int:
 
 def _gunicorn(settings, port, log):
     env = dict(os.environ, **settings.with_(port=port).to_env())
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "2",
-            "--no-control-socket", "--timeout", "120", "api:create_app()"]
+    from streamrank.cli import serve_argv
+    argv = serve_argv(settings.with_(port=port), workers=2, threads=2, timeout_s=120, access_log=False)
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 90
     while True:

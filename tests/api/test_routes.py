@@ -147,9 +147,9 @@ def test_gunicorn_serves_create_app_from_the_environment(world, tmp_path):
     import urllib.error
     import urllib.request
     port = _free_port()
-    env = dict(os.environ, **world.with_(port=port, api_key="gk").to_env())
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "2",
-            "--no-control-socket", "--timeout", "120", "api:create_app()"]
+    env = dict(os.environ, **world.with_(port=port, api_key="gk", read_timeout_s=1.5).to_env())
+    from streamrank.cli import serve_argv
+    argv = serve_argv(world.with_(port=port), workers=1, threads=2, timeout_s=120, access_log=False)
     log = open(tmp_path / "gunicorn.log", "w+")
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -172,7 +172,77 @@ def test_gunicorn_serves_create_app_from_the_environment(world, tmp_path):
         with urllib.request.urlopen(req, timeout=90) as r:
             body = json.loads(r.read())
         assert len(body["items"]) == 3 and body["model"]["name"] in ("gbdt", "popularity")
+
+        # gunicorn's own rejections (before the app) are JSON too: 414, 431, 400
+        for raw, status in ((b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+                            (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"b" * 9000 + b"\r\n\r\n", 431),
+                            (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120))
+                             + b"\r\n", 431),
+                            (b"BLAH\r\n\r\n", 400)):
+            head, body = _raw_http(port, raw).split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 %d " % status), head[:80]
+            assert b"Content-Type: application/json" in head, head
+            err = json.loads(body)
+            assert set(err) == {"error", "detail"} and err["error"], err
+
+        # a body over the cap (1 MiB) is a JSON 413, whether it declares its length or is chunked
+        big = b'{"events": [' + b" " * (2 * 1024 * 1024) + b"]}"
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(big[i:i + 65536]), big[i:i + 65536])
+                           for i in range(0, len(big), 65536)) + b"0\r\n\r\n"
+        for headers, payload in ((b"Content-Length: %d\r\n" % len(big), big),
+                                 (b"Transfer-Encoding: chunked\r\n", chunked)):
+            raw = (b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-API-Key: gk\r\nContent-Type: application/json\r\n"
+                   + headers + b"\r\n" + payload)
+            head, body = _raw_http(port, raw).split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 413 "), (headers, head[:200], body[:200])
+            assert json.loads(body)["error"] == "request_entity_too_large"
+
+        # stalled sockets: more half-sent requests than the worker has threads (2) do not stop
+        # the API — each is dropped after STREAMRANK_READ_TIMEOUT_S (1.5 s here)
+        import socket
+        stalled = []
+        for _ in range(6):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: appl")   # ... and nothing more
+            stalled.append(s)
+        t0 = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=20) as r:
+            assert r.status == 200
+        assert time.monotonic() - t0 < 15
+        for s in stalled:
+            s.settimeout(10)
+            try:
+                assert s.recv(100) == b""             # closed by the server, not held
+            except ConnectionResetError:
+                pass
+            s.close()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def _raw_http(port: int, raw: bytes) -> bytes:
+    """Send raw bytes, return everything the server answers before it closes the connection."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        try:
+            s.sendall(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass                       # the server answered (and closed) before reading it all
+        chunks = []
+        while True:
+            try:
+                data = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+            if b"\r\n\r\n" in b"".join(chunks):
+                head, body = b"".join(chunks).split(b"\r\n\r\n", 1)
+                length = [int(v) for k, _, v in (h.partition(b": ") for h in head.split(b"\r\n")[1:])
+                          if k.lower() == b"content-length"]
+                if length and len(body) >= length[0]:
+                    break
+        return b"".join(chunks)
