@@ -82,16 +82,27 @@ def parse_request(body: dict) -> dict:
     return {"user_id": user_id, "candidates": candidates, "k": k, "page": page}
 
 
+class StoreUnreadable(Exception):
+    """The user's rows could not be read from the online store (no model can score)."""
+
+
 def _score(rt, model, user_id: int, cands: list, stream_df, categories, now, timer, page: str
            ) -> tuple[np.ndarray, str | None]:
-    """Model scores, or (None, reason) when the model path cannot run."""
+    """Model scores, or (None, reason) when the model path cannot run; raises StoreUnreadable
+    when the user's rows cannot be read (any model would fail the same way)."""
     from feature_repo.online import assemble_columns
     try:
-        with rt.feast_lock:
-            user_cols = rt.online.user_columns(user_id, cands, categories)
-    except Exception as exc:
-        log.error("user features unavailable for user %s: %s: %s", user_id, type(exc).__name__, exc)
-        return None, f"user features unavailable ({type(exc).__name__})"
+        skip = rt.store_breaker.open_reason()
+        if skip:
+            raise StoreUnreadable(skip)
+        try:
+            with rt.feast_lock:
+                user_cols = rt.online.user_columns(user_id, cands, categories)
+        except Exception as exc:
+            rt.store_breaker.failed(exc)
+            log.error("user features unavailable for user %s: %s: %s", user_id, type(exc).__name__, exc)
+            raise StoreUnreadable(f"user features unavailable ({type(exc).__name__}: {str(exc)[:120]})") from exc
+        rt.store_breaker.ok()
     finally:
         timer.lap("user")
     try:
@@ -199,18 +210,24 @@ def recommend():
         return _answer(answer, timer)
 
     scores = None
+    store_down = None
     if model is not None:
-        scores, reason = _score(rt, model, user_id, cands, stream_df, categories, now, timer, page)
-        if scores is None and model.name == "ranker":          # the ranker failed: V1 before popularity
-            fallback, _ = rt.models.get()
-            if fallback is not None:
-                scores, why = _score(rt, fallback, user_id, cands, stream_df, categories, now, timer, page)
-                if scores is not None:
-                    model = fallback
-                    reason = None
+        try:
+            scores, reason = _score(rt, model, user_id, cands, stream_df, categories, now, timer, page)
+            if scores is None and model.name == "ranker":          # the ranker failed: V1 before popularity
+                fallback, _ = rt.models.get()
+                if fallback is not None:
+                    scores, why = _score(rt, fallback, user_id, cands, stream_df, categories, now, timer, page)
+                    if scores is not None:
+                        model = fallback
+                        reason = None
+        except StoreUnreadable as exc:
+            reason = store_down = str(exc)
     if scores is None:
         scores = popularity(stream_df)
         answer["model"] = {"name": "popularity", "version": None, "fallback": True, "reason": reason}
+        if store_down:
+            answer["model"]["degraded"] = store_down
         model_version = "popularity"
     else:
         answer["model"] = model.describe()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from typing import Optional
 
 from flask import current_app
@@ -28,6 +29,30 @@ from flask import current_app
 log = logging.getLogger(__name__)
 
 EXTENSION = "streamrank"
+
+
+class StoreBreaker:
+    """After a failed read of the online store (locked SQLite, Redis down), requests skip the
+    store for ``retry_s`` and answer at once (degraded: popularity from the snapshot) instead of
+    each waiting out its timeout; the first request after that tries the store again."""
+
+    def __init__(self, retry_s: float = 2.0):
+        self.retry_s = retry_s
+        self._until = 0.0
+        self.error: Optional[str] = None
+
+    def open_reason(self) -> Optional[str]:
+        if time.monotonic() < self._until:
+            return f"feature store unreadable ({self.error}); retried every {self.retry_s:g} s"
+        return None
+
+    def failed(self, exc: BaseException) -> None:
+        self.error = f"{type(exc).__name__}: {str(exc)[:120]}"
+        self._until = time.monotonic() + self.retry_s
+
+    def ok(self) -> None:
+        if self.error is not None:
+            self.error, self._until = None, 0.0
 
 
 class Runtime:
@@ -46,6 +71,7 @@ class Runtime:
         # are thread-safe), so request threads need no lock around them. (Feast's own SQLite store
         # shares ONE connection between threads and needed one.)
         self.feast_lock = contextlib.nullcontext()
+        self.store_breaker = StoreBreaker()
 
     @property
     def online(self):
