@@ -49,19 +49,20 @@ def _batch(body) -> list:
     return body
 
 
-def enqueue_push(event_ids: list) -> tuple[bool, str | None]:
-    """Send the real-time push task; (True, None) or (False, why). Never raises."""
+def enqueue_push(event_ids: list, outbox_id: int | None = None) -> tuple[bool, str | None]:
+    """Send the real-time push task; (True, None) or (False, why). Never raises: the batch's
+    outbox row (store.outbox) has the push re-sent by a worker when this message is lost."""
     if not event_ids:
         return False, "no new events"
     try:
-        get_runtime().celery.send_task(PUSH_TASK, args=[list(event_ids)], retry=True,
+        get_runtime().celery.send_task(PUSH_TASK, args=[list(event_ids)], kwargs={"outbox_id": outbox_id}, retry=True,
                                        retry_policy={"max_retries": 1, "interval_start": 0,
                                                      "interval_step": 0.2, "interval_max": 0.2})
         return True, None
     except Exception as exc:
         log.error("could not enqueue %s for %d events (events are committed): %s: %s",
                   PUSH_TASK, len(event_ids), type(exc).__name__, exc)
-        return False, f"broker unavailable ({type(exc).__name__}); the events are stored"
+        return False, f"broker unavailable ({type(exc).__name__}); the events are stored and a worker pushes them later"
 
 
 def _out_of_range(rows: list) -> list[dict]:
@@ -90,7 +91,7 @@ def post_events():
         raise bad_request(f"{len({e['row'] for e in huge})} bad row(s), nothing written: {head}",
                           code="invalid_events", errors=huge[:MAX_LISTED_ERRORS])
     try:
-        result = ingest_events(settings.database_url, rows, return_ids=True)
+        result = ingest_events(settings.database_url, rows, return_ids=True, outbox=True)
     except IngestError as exc:
         errors = exc.as_dicts()
         raise bad_request(str(exc)[:2000], code="invalid_events", errors=errors[:MAX_LISTED_ERRORS]) from None
@@ -98,7 +99,7 @@ def post_events():
         log.error("event batch not written: %s", exc)
         raise ApiError(503, "database_unavailable", "the event log could not be written; retry the batch "
                        "(re-sending is safe: event ids are idempotent)") from None
-    pushed, why = enqueue_push(result.inserted_event_ids or [])
+    pushed, why = enqueue_push(result.inserted_event_ids or [], result.outbox_id)
     body = {"received": result.received, "inserted": result.inserted, "duplicates": result.duplicates,
             "push_enqueued": pushed}
     if not pushed and result.inserted:

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import and_, func, select
 
-from .db import get_engine, utc_naive
-from .schema import (EVENT_TYPES, Event, Impression, Item, LiveWindow, Stream, StreamItem, User)
+from .db import get_engine, utc_naive, utcnow
+from .schema import (EVENT_TYPES, Event, Impression, Item, LiveWindow, PushOutbox, Stream, StreamItem, User)
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,12 @@ class IngestResult:
     inserted: int
     duplicates: int
     inserted_event_ids: Optional[list] = None
+    outbox_id: Optional[int] = None          # the push_outbox row of the new events (outbox=True)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d.pop("inserted_event_ids")
+        d.pop("outbox_id")
         return d
 
 
@@ -312,8 +314,10 @@ def _none_if_na(v):
 
 def ingest_events(database_url: str, rows: Union[pd.DataFrame, Sequence[dict]], *,
                   model_version: Optional[str] = None, progress: bool = False,
-                  return_ids: bool = False) -> IngestResult:
-    """Validate and write a batch of events in one transaction (see module docstring)."""
+                  return_ids: bool = False, outbox: bool = False) -> IngestResult:
+    """Validate and write a batch of events in one transaction (see module docstring).
+    ``outbox``: also record the new events' real-time push in ``push_outbox``, in the same
+    transaction (store.outbox); its id is ``IngestResult.outbox_id``."""
     t0 = time.perf_counter()
     df, errors = validate_events(rows)
     received = len(df)
@@ -339,6 +343,7 @@ def ingest_events(database_url: str, rows: Union[pd.DataFrame, Sequence[dict]], 
         existing = _existing(conn, Event.event_id, fresh["event_id"].tolist())
         fresh = fresh[~fresh["event_id"].isin(existing)]
         duplicates = received - len(fresh)
+        outbox_id = None
         if len(fresh):
             ts_naive = fresh["ts"].dt.tz_convert("UTC").dt.tz_localize(None)
             records = []
@@ -350,10 +355,14 @@ def ingest_events(database_url: str, rows: Union[pd.DataFrame, Sequence[dict]], 
                         rec[k] = int(rec[k])
                 records.append(rec)
             _write_new(conn, engine, records, model_version, progress=progress)
+            if outbox:
+                res = conn.execute(PushOutbox.__table__.insert().values(
+                    created_at=utcnow(), sent_at=utcnow(), event_ids=[r["event_id"] for r in records]))
+                outbox_id = int(res.inserted_primary_key[0])
     dt = time.perf_counter() - t0
     log.info("ingested %d events (%d new, %d duplicates) in %.2fs", received, len(fresh), duplicates, dt)
     ids = fresh["event_id"].tolist() if return_ids else None
-    return IngestResult(received, len(fresh), duplicates, ids)
+    return IngestResult(received, len(fresh), duplicates, ids, outbox_id)
 
 
 def _write_new(conn, engine, records: list, model_version: Optional[str], *, progress: bool = False) -> None:

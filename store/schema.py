@@ -104,6 +104,16 @@ class ModelVersion(Base):
                       Index("ix_models_name_status", "name", "status"))
 
 
+class PushOutbox(Base):
+    """Event batches whose real-time push has not been acknowledged yet (store.outbox): written in
+    the batch's own transaction, deleted by the push task, re-sent by the workers when stale."""
+    __tablename__ = "push_outbox"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    sent_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)   # last (re-)send
+    event_ids: Mapped[list] = mapped_column(JSON)
+
+
 class JobRun(Base):
     """One run of a background job, keyed by its input version so a re-run is a no-op."""
     __tablename__ = "job_runs"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Optional
 
 from celery import Celery, signals
 from celery.schedules import crontab
@@ -148,6 +149,18 @@ def recover_jobs_once(celery: Celery, settings: Settings) -> list:
     return recover_stale_jobs(settings.database_url, resend, lease_s=settings.job_lease_s)
 
 
+def resend_pushes_once(celery: Celery, settings: Settings, older_than_s: Optional[float] = None) -> list:
+    """Re-send the real-time pushes of event batches nobody acknowledged (store.outbox): the API
+    died between its commit and its enqueue, the broker refused the message, or the worker died
+    mid-push. Default age: the job lease (a push normally lands within a second)."""
+    from store.outbox import resend_stale
+
+    def send(event_ids, outbox_id):
+        celery.send_task(TASK_NAMES["push_realtime"], args=[event_ids], kwargs={"outbox_id": outbox_id})
+    age = settings.job_lease_s if older_than_s is None else older_than_s
+    return resend_stale(settings.database_url, send, older_than_s=age)
+
+
 @signals.worker_ready.connect
 def _start_job_watchdog(sender=None, **_):
     """Every worker checks for dead jobs every half lease: a training worker killed with -9 is
@@ -161,6 +174,7 @@ def _start_job_watchdog(sender=None, **_):
         while not stop.wait(every):
             try:
                 recover_jobs_once(app, settings)
+                resend_pushes_once(app, settings)
             except Exception as exc:        # the database may be briefly away: look again later
                 log.warning("job watchdog: %s: %s", type(exc).__name__, exc)
     threading.Thread(target=loop, name="job-watchdog", daemon=True).start()

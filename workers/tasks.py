@@ -46,7 +46,7 @@ def compute_statistics(self, end: Optional[str] = None) -> dict:
 
 
 @app.task(name=TASK_NAMES["push_realtime"], bind=True)
-def push_realtime(self, event_ids: Sequence[str], at: Optional[str] = None) -> dict:
+def push_realtime(self, event_ids: Sequence[str], at: Optional[str] = None, outbox_id: Optional[int] = None) -> dict:
     """Recompute the real-time counters and lists of the streams and users these events touch;
     push them (feature_repo.realtime.push_entities).
 
@@ -54,31 +54,40 @@ def push_realtime(self, event_ids: Sequence[str], at: Optional[str] = None) -> d
     pushes the same values. Without ``at`` the tasks running at once in this worker share one
     push (feature_repo.coalesce: the task returns when a push that began after it has landed);
     with ``at`` (tests, backfills) it pushes the state as of that instant by itself.
+    ``outbox_id``: the batch's store.outbox row, deleted once the push has landed.
     """
     from feature_repo.coalesce import coalescer_for
     from feature_repo.realtime import push_entities
+    from store import outbox
     from store.ingest import load_events
 
     settings = _settings()
     touched = load_events(settings.database_url, event_ids=list(event_ids))
     if touched.empty:
+        outbox.done(settings.database_url, outbox_id)
         return {"events": 0, "rows": 0}
     streams = sorted({int(s) for s in touched.stream_id.dropna()})
     users = sorted({int(u) for u in touched.user_id})
     out = {"events": len(touched), "streams": len(streams), "users": len(users)}
     if at is not None:
-        return dict(out, rows=push_entities(settings, streams, users, _parse_time(at)))
-    c = coalescer_for((settings.database_url, settings.feast_online, str(settings.feast_repo)),
-                      lambda s, u, t: push_entities(settings, s, u, t))
-    c.submit(streams, users)
-    return dict(out, coalesced=True)
+        out["rows"] = push_entities(settings, streams, users, _parse_time(at))
+    else:
+        c = coalescer_for((settings.database_url, settings.feast_online, str(settings.feast_repo)),
+                          lambda s, u, t: push_entities(settings, s, u, t))
+        c.submit(streams, users)
+        out["coalesced"] = True
+    outbox.done(settings.database_url, outbox_id)
+    return out
 
 
 @app.task(name=TASK_NAMES["recover_jobs"], bind=True)
-def recover_jobs(self) -> dict:
-    """Re-send the tasks of jobs whose worker died mid-run (lease expired); see store.jobs."""
-    from .celery_app import recover_jobs_once
-    return {"resent": recover_jobs_once(app, _settings())}
+def recover_jobs(self, push_age_s: Optional[float] = None) -> dict:
+    """Re-send the tasks of jobs whose worker died mid-run (lease expired; store.jobs) and the
+    unacknowledged real-time pushes older than ``push_age_s`` (default the lease; store.outbox)."""
+    from .celery_app import recover_jobs_once, resend_pushes_once
+    settings = _settings()
+    return {"resent": recover_jobs_once(app, settings),
+            "pushes_resent": resend_pushes_once(app, settings, older_than_s=push_age_s)}
 
 
 @app.task(name=TASK_NAMES["train_gbdt"], bind=True)

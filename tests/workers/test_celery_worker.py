@@ -3,6 +3,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -96,7 +97,8 @@ def test_push_realtime_reaches_the_online_store(worker):
     from workers.celery_app import TASK_NAMES
     now = datetime.now(timezone.utc).replace(microsecond=0)
     stream = int(load_catalog(settings.database_url)["streams"].stream_id.iloc[0])
-    events = [{"event_id": f"rt-{i}", "user_id": 10_000 + i, "ts": (now - timedelta(seconds=30 + i)).isoformat(),
+    # 90 s back: in an earlier minute than `now`, so in the counters (whole minutes) at `now`
+    events = [{"event_id": f"rt-{i}", "user_id": 10_000 + i, "ts": (now - timedelta(seconds=90 + i)).isoformat(),
                "type": "click", "stream_id": stream} for i in range(3)]
     assert ingest_events(settings.database_url, events).inserted == 3
     out = _run(celery, TASK_NAMES["push_realtime"], event_ids=[e["event_id"] for e in events], at=now.isoformat())
@@ -126,3 +128,33 @@ def test_graph_embeddings_one_version_per_data_version(worker):
     emb = load_active(settings.database_url)
     for table in emb.tables.values():
         assert np.isfinite(table).all()
+
+
+def test_a_batch_committed_but_never_enqueued_is_pushed_by_the_workers(worker):
+    """The API dies between its commit and its enqueue (issue 17's lost push): the batch's outbox
+    row is all that is left. The workers' sweep (here beat's recover-jobs task, with a zero age)
+    re-sends the push through the broker; the user's recent streams reach the online store and
+    the outbox empties."""
+    settings, celery, proc = worker
+    from feature_repo.online import OnlineFeatures
+    from store import outbox
+    from store.ingest import ingest_events, load_catalog
+    from workers.celery_app import TASK_NAMES
+    stream = int(load_catalog(settings.database_url)["streams"].stream_id.iloc[1])
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    user = 20_000 + len(outbox.pending(settings.database_url))
+    res = ingest_events(settings.database_url, [{"event_id": f"lost-{user}", "user_id": user, "type": "click",
+                                                 "ts": (now - timedelta(seconds=5)).isoformat(), "stream_id": stream}],
+                        return_ids=True, outbox=True)
+    assert res.outbox_id is not None                   # ... and no push task was ever sent
+    online = OnlineFeatures(settings)
+    assert online.user_columns(user, [stream], [None])["recent_streams"][0] in (None, [])
+    out = _run(celery, TASK_NAMES["recover_jobs"], push_age_s=0)
+    assert res.outbox_id in out["pushes_resent"]
+    deadline = time.monotonic() + 60
+    while list(online.user_columns(user, [stream], [None])["recent_streams"][0] or []) != [stream]:
+        assert time.monotonic() < deadline, "the re-sent push never landed"
+        time.sleep(0.2)
+    while any(r["id"] == res.outbox_id for r in outbox.pending(settings.database_url)):
+        assert time.monotonic() < deadline, "the push landed but its outbox row stayed"
+        time.sleep(0.2)
