@@ -23,11 +23,12 @@ INT64_MAX = 2 ** 63 - 1
 class ApiError(Exception):
     """Raised by the routes; answered as ``{"error": code, "detail": detail, **extra}``."""
 
-    def __init__(self, status: int, code: str, detail: str, **extra: Any):
+    def __init__(self, status: int, code: str, detail: str, *, headers: Optional[dict] = None, **extra: Any):
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.headers = dict(headers or {})
         self.extra = extra
 
 
@@ -51,7 +52,9 @@ def _code_of(exc: HTTPException) -> str:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.detail, **exc.extra)
+        resp = error_response(exc.status, exc.code, exc.detail, **exc.extra)
+        resp.headers.update(exc.headers)
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -98,7 +98,7 @@ def post_events():
     except SQLAlchemyError as exc:
         log.error("event batch not written: %s", exc)
         raise ApiError(503, "database_unavailable", "the event log could not be written; retry the batch "
-                       "(re-sending is safe: event ids are idempotent)") from None
+                       "(re-sending is safe: event ids are idempotent)", headers={"Retry-After": "5"}) from None
     pushed, why = enqueue_push(result.inserted_event_ids or [], result.outbox_id)
     body = {"received": result.received, "inserted": result.inserted, "duplicates": result.duplicates,
             "push_enqueued": pushed}

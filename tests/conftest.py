@@ -37,6 +37,12 @@ def postgres_url() -> str:
     return url
 
 
+@pytest.fixture
+def postgres() -> str:
+    """The PostgreSQL test database's URL (skipped when unreachable, outside CI)."""
+    return postgres_url()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, settings):
     """An empty event log + registry on SQLite (under tmp) and on PostgreSQL."""

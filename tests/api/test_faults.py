@@ -5,6 +5,7 @@ back by itself when the store is readable again."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -44,3 +45,146 @@ def test_a_locked_online_store_degrades_to_popularity_and_recovers(world, make_a
     time.sleep(1.2)                                    # the breaker's retry interval
     out = _post(client, user_id=3, k=3)
     assert out["model"]["name"] == "gbdt" and "degraded" not in out["model"], out
+
+
+class _TcpProxy:
+    """127.0.0.1:<port> → target, with a switch: ``cut()`` drops every connection and refuses new
+    ones (the database host gone), ``restore()`` accepts again on the same port."""
+
+    def __init__(self, target: tuple):
+        import socket
+        self.target = target
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._conns: list = []
+        self._listener = None
+        self._lock = threading.Lock()
+
+    def restore(self) -> "_TcpProxy":
+        import socket
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", self.port))
+        ls.listen(64)
+        self._listener = ls
+        self._open = True
+        threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
+        return self
+
+    def _accept(self, ls) -> None:
+        import socket
+        while True:
+            try:
+                client, _ = ls.accept()
+            except OSError:
+                return
+            if not self._open:
+                client.close()
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b) -> None:
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        import socket
+        self._open = False
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)     # wakes the accept() blocked in its thread
+        except OSError:
+            pass
+        self._listener.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+
+def test_an_unreachable_event_log_keeps_recommend_answering_and_loses_no_impression(tmp_path, postgres):
+    """The event log's PostgreSQL goes away (its connections cut, new ones refused) under a
+    running API: recommend keeps answering 200 from the snapshot and the loaded state, its
+    impressions wait in the journal; POST /v1/events answers 503 with Retry-After; when the
+    database is back every impression of those answers reaches the event log."""
+    import sqlalchemy as sa
+
+    from api import close_app, create_app
+    from feature_repo.statistics import run_statistics
+    from store.db import get_engine
+    from store.schema import Base
+    from store.settings import Settings
+    from store.sources import ingest_source
+    from store.sources.simulator import SimConfig, simulate
+    pg = postgres
+    direct = get_engine(pg)
+    Base.metadata.drop_all(direct)
+    Base.metadata.create_all(direct)
+    host_port = pg.split("@", 1)[1].split("/", 1)[0]
+    proxy = _TcpProxy((host_port.split(":")[0], int(host_port.split(":")[1]))).restore()
+    url = pg.replace(f"@{host_port}/", f"@127.0.0.1:{proxy.port}/")
+    settings = Settings(home=tmp_path / "var", database_url=url, journal_flush_s=0.1).ensure_dirs()
+    from datetime import datetime, timezone
+    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    ingest_source(settings, simulate(SimConfig(seed=5, n_users=60, n_streams=12, n_items=40, days=1,
+                                               requests_per_day=80, end=end)), progress=False)
+    run_statistics(settings, progress=False)
+    from store.ingest import live_stream_ids, upsert_catalog
+    import pandas as pd
+    upsert_catalog(url, live_windows=pd.DataFrame({"stream_id": [1, 2, 3], "start_ts": [end] * 3,
+                                                   "end_ts": [end + pd.Timedelta(hours=3)] * 3}))
+    live = live_stream_ids(url, datetime.now(timezone.utc))
+    assert len(live) >= 3
+    app = create_app(settings)
+    app.config.update(TESTING=True, SNAPSHOT_BACKGROUND=False, MODEL_CHECK_S=0.0)
+    client = app.test_client()
+    try:
+        assert _post(client, user_id=1, k=3)["impressions"]["journaled"] is True       # all warm
+        proxy.cut()
+        answers = [_post(client, user_id=u, k=3) for u in range(2, 12)]
+        for out in answers:
+            assert len(out["items"]) == 3 and out["impressions"]["journaled"] is True
+        r = client.post("/v1/events", json={"events": [{"event_id": "during-outage", "user_id": 1, "type": "click",
+                                                         "ts": datetime.now(timezone.utc).isoformat(),
+                                                         "stream_id": live[0]}]})
+        assert r.status_code == 503 and r.headers.get("Retry-After") == "5", r.get_data(as_text=True)
+        assert r.get_json()["error"] == "database_unavailable"
+        want = {f"imp-{out['request_id']}-{it['position']}" for out in answers for it in out["items"]}
+        proxy.restore()
+        deadline = time.monotonic() + 30
+        while True:
+            with direct.connect() as conn:
+                got = {row[0] for row in conn.execute(sa.text("SELECT event_id FROM events WHERE event_id LIKE 'imp-%'"))}
+            if want <= got:
+                break
+            assert time.monotonic() < deadline, f"{len(want - got)} impressions never reached the event log"
+            time.sleep(0.3)
+    finally:
+        close_app(app)
+        proxy.cut()
+        Base.metadata.drop_all(direct)
