@@ -70,6 +70,8 @@ def create_app(settings=None, **overrides) -> Flask:
     app.extensions[EXTENSION] = Runtime(settings, app.config)
 
     register_error_handlers(app)
+    from . import requestlog
+    requestlog.register(app)
     from . import events, health, models, recommend
     app.register_blueprint(health.bp)
     app.register_blueprint(models.bp)

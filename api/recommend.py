@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from datetime import datetime, timezone
 
 import numpy as np
@@ -41,6 +40,7 @@ from flask import Blueprint, current_app, jsonify
 
 from .auth import require_api_key
 from .errors import ApiError, bad_request, int_field, json_object, json_type, str_field
+from . import requestlog
 from .runtime import get_runtime
 from .snapshot import popularity
 
@@ -166,7 +166,7 @@ def recommend():
     req = parse_request(json_object(FIELDS))
     timer.lap("parse")
     rt = get_runtime()
-    request_id = uuid.uuid4().hex
+    request_id = requestlog.request_id()          # the client's X-Request-Id, or a new one
     now = datetime.now(timezone.utc)
     user_id, k, page = req["user_id"], req["k"], req["page"]
 
@@ -234,6 +234,8 @@ def recommend():
         model_version = f"{model.name}:{model.version}"[:64]
     if degraded:                    # serving an older version or V1 because the active one is broken
         answer["model"]["degraded"] = degraded
+    requestlog.note(model=model_version, degraded=answer["model"].get("degraded") or
+                    (answer["model"].get("reason") if answer["model"].get("fallback") else None))
     scores = np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf)
     # best first; ties keep the candidates' order (stable)
     order = np.argsort(-scores, kind="stable")[:k]

@@ -137,9 +137,10 @@ def cmd_beat(args) -> int:
     os.execv(argv[0], argv)
 
 
-def serve_argv(settings, workers: int, threads: int, *, timeout_s: int = 60, access_log: bool = True) -> list:
+def serve_argv(settings, workers: int, threads: int, *, timeout_s: int = 60, access_log: bool = False) -> list:
     """The gunicorn command line of ``streamrank serve`` (also used by the tests and benches):
-    gthread with JSON errors and a read timeout (api/gunicorn_worker.py)."""
+    gthread with JSON errors and a read timeout (api/gunicorn_worker.py). The request log is the
+    app's JSON lines (api/requestlog.py); ``access_log`` adds gunicorn's plain-text one."""
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{settings.port}", "--workers", str(workers),
             "--threads", str(threads), "--worker-class", "api.gunicorn_worker.ThreadWorker", "--no-control-socket",
             "--timeout", str(timeout_s)]

@@ -172,6 +172,10 @@ def test_gunicorn_serves_create_app_from_the_environment(world, tmp_path):
         with urllib.request.urlopen(req, timeout=90) as r:
             body = json.loads(r.read())
         assert len(body["items"]) == 3 and body["model"]["name"] in ("gbdt", "popularity")
+        # the request log: one JSON line per request on the workers' stderr
+        log.flush()
+        lines = [json.loads(x) for x in open(tmp_path / "gunicorn.log") if x.startswith('{"ts"')]
+        assert [ln["status"] for ln in lines if ln["route"] == "/v1/recommend"] == [401, 200]
 
         # gunicorn's own rejections (before the app) are JSON too: 414, 431, 400
         for raw, status in ((b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
