@@ -313,6 +313,43 @@ def _data_key(settings, end: Optional[datetime]) -> str:
     return training_key(settings.database_url, end)
 
 
+MIN_HEAD_TO_HEAD_ROWS = 200      # fewer unseen rows than this: compare on the whole new window
+
+
+def head_to_head(model: "GBDTModel", valid: pd.DataFrame, current: Optional[dict]) -> tuple[bool, str, Optional[dict]]:
+    """Whether the new ``model`` replaces the ``current`` registry row: both scored on the SAME
+    rows — the new validation window — and the new one promoted when its AUC there is not worse.
+
+    (Each version's own metric comes from its own, older window: comparing those compares
+    windows, not models.) Rows the active version may have trained on (before its own
+    ``valid_from``) are left out when at least MIN_HEAD_TO_HEAD_ROWS remain. An active version
+    that cannot be loaded or scored is replaced. Returns (promote, why, the comparison)."""
+    from .metrics import auc
+    if current is None:
+        return True, "no active version", None
+    try:
+        active = GBDTModel.load(current["artifact_path"])
+    except Exception as exc:                                  # broken artifact: nothing to defend
+        return True, f"active {current['version']} cannot be loaded ({type(exc).__name__})", None
+    rows = valid
+    since = (current.get("metrics") or {}).get("valid_from")
+    if since is not None and "ts" in valid.columns:
+        unseen = valid[pd.to_datetime(valid["ts"], utc=True) >= pd.Timestamp(since)]
+        if len(unseen) >= MIN_HEAD_TO_HEAD_ROWS and unseen["click"].nunique() == 2:
+            rows = unseen
+    y = rows["click"].to_numpy()
+    try:
+        a_new, a_cur = auc(y, model.predict(rows)), auc(y, active.predict(rows))
+    except Exception as exc:
+        return True, f"active {current['version']} cannot score the new window ({type(exc).__name__})", None
+    versus = {"version": current["version"], "n": int(len(rows)), "auc": a_new, "active_auc": a_cur}
+    if not np.isfinite(a_new):
+        return False, "no validation auc", versus
+    if np.isfinite(a_cur) and a_new < a_cur:
+        return False, f"auc {a_new:.4f} < active's {a_cur:.4f} on the same {len(rows)} rows", versus
+    return True, f"auc {a_new:.4f} >= active's {a_cur:.4f} on the same {len(rows)} rows", versus
+
+
 def train_and_register(settings, *, end: Optional[datetime] = None, valid_frac: float = 0.2,
                        params: Optional[dict] = None, num_boost_round: int = 300, progress: bool = False) -> dict:
     """Train the V1 model on the event log (up to ``end``) and register it; idempotent per data version.
@@ -320,7 +357,8 @@ def train_and_register(settings, *, end: Optional[datetime] = None, valid_frac: 
     Labels: :func:`ranking.samples.impression_labels`; features: :func:`ranking.samples.training_frame`
     (Feast ``get_historical_features``, point in time: the statistics job must have run); the last
     ``valid_frac`` of the impressions (by time) validate. The new version is promoted when it is the
-    first or its validation AUC is not worse than the active version's. Returns the registry row.
+    first or, scored with the active version on the same new validation rows
+    (:func:`head_to_head`), its AUC is not worse. Returns the registry row.
     """
     from store.jobs import job_run
     from store.registry import already_trained
@@ -385,16 +423,15 @@ def _train_and_register(settings, key: str, job, *, end, valid_frac, params, num
     path = Path(settings.artifact_dir) / "models" / MODEL_NAME / version
     model.save(path)
     job.check()                       # the lease is still ours: publish
-    row = register_model(url, MODEL_NAME, version, str(path), metrics=metrics, data_version=key)
     current = active_model(url, MODEL_NAME)
-    cur_auc = (current or {}).get("metrics", {}).get("auc")
-    new_auc = metrics.get("auc")
-    if current is None or cur_auc is None or (new_auc is not None and new_auc >= cur_auc):
+    ok, why, versus = head_to_head(model, valid, current)
+    metrics["versus_active"] = versus
+    row = register_model(url, MODEL_NAME, version, str(path), metrics=metrics, data_version=key)
+    if ok:
         row = promote(url, MODEL_NAME, version)
-        log.info("train_and_register: promoted %s (auc %s vs active %s)", version, new_auc, cur_auc)
+        log.info("train_and_register: promoted %s (%s)", version, why)
     else:
-        log.info("train_and_register: kept active %s (auc %s) over %s (auc %s)", current["version"], cur_auc,
-                 version, new_auc)
+        log.info("train_and_register: kept active %s over %s (%s)", current["version"], version, why)
     msg = (f"gbdt {version}: valid auc {metrics.get('auc')} gauc {metrics.get('gauc')} logloss "
            f"{metrics.get('logloss')} (popularity {metrics.get('popularity_auc')}, oracle "
            f"{metrics.get('oracle_auc')}) n={metrics['n']} in {time.perf_counter() - t0:.1f}s")

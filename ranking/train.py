@@ -439,6 +439,27 @@ def should_promote(new_metrics: dict, current: Optional[dict]) -> tuple[bool, st
     return True, f"not worse than active {current.get('version')}"
 
 
+def head_to_head(metrics: dict, valid, current: Optional[dict]) -> tuple[bool, str, Optional[dict]]:
+    """The promotion gate with both versions on the SAME rows: the active version is scored on the
+    new version's validation window (``metrics`` are the new one's there) and
+    :func:`should_promote` compares the two. (Each version's stored metrics come from its own,
+    older window.) An active version that cannot be loaded or scored is replaced. Returns
+    (promote, why, the active version's metrics on these rows)."""
+    from .evaluate import evaluate_ranker
+    if current is None:
+        return True, "no active ranker", None
+    try:
+        model, inputs, _ = load_ranker(current["artifact_path"])
+        same = evaluate_ranker(model, inputs, valid)
+    except Exception as exc:
+        log.warning("active ranker %s cannot be scored on the new window: %s", current.get("version"), exc)
+        return True, f"active {current.get('version')} cannot be scored ({type(exc).__name__})", None
+    versus = {"version": current.get("version"), "n": int(len(valid)),
+              **{k: same.get(k) for k in PROMOTION_METRICS}}
+    ok, why = should_promote(metrics, {"version": current.get("version"), "metrics": same})
+    return ok, why + f" (both on the same {len(valid)} rows)", versus
+
+
 def embeddings_before(url: str, events, catalog, cut):
     """Metapath2vec vectors trained from scratch on the events before ``cut`` (:func:`graph_cut`:
     before every row the ranker trains or validates on) with the active version's dimension; None
@@ -476,8 +497,10 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
                               progress: bool = False) -> dict:
     """Train the ranker on the event log (up to ``end``), evaluate it, register it; idempotent per
     data version (+ config). Uses the active ``gbdt`` (leaf inputs) and Metapath2vec vectors trained
-    on the events before the validation period (:func:`embeddings_before`) when a graph version exists. Promotion: when no ranker is active or the validation click AUC (debiased scores) is
-    not worse than the active version's. Returns the registry row (+ ``report`` path)."""
+    on the events before the validation period (:func:`embeddings_before`) when a graph version
+    exists. Promotion: when no ranker is active or, with the active version scored on the same
+    validation rows (:func:`head_to_head`), no promotion metric is worse. Returns the registry
+    row (+ ``report`` path)."""
     from feature_repo.features import FEATURE_COLUMNS
     from store.ingest import load_catalog, load_events, training_key
     from store.jobs import job_run
@@ -547,10 +570,11 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
         path = Path(settings.artifact_dir) / "models" / MODEL_NAME / version
         save_ranker(model, inputs, path, history=history, metrics=metrics)
         report = write_report(path / "report", model, inputs, valid, history, metrics, truth=truth)
+        current = active_model(url, MODEL_NAME)
+        ok, why, versus = head_to_head(metrics, valid, current)
+        metrics["versus_active"] = versus
         job.check()                   # the lease is still ours: publish
         row = register_model(url, MODEL_NAME, version, str(path), metrics=metrics, data_version=key)
-        current = active_model(url, MODEL_NAME)
-        ok, why = should_promote(metrics, current)
         if ok:
             row = promote(url, MODEL_NAME, version)
         log.info("ranker %s %s: %s", version, "promoted" if ok else "registered, NOT promoted", why)
@@ -564,5 +588,5 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
         return dict(row, report=str(report))
 
 
-__all__ = ["TrainConfig", "should_promote", "graph_cut", "embeddings_before", "GRAPH_FRAC", "fit", "predict_batches", "save_ranker", "load_ranker", "build_ranker",
+__all__ = ["TrainConfig", "should_promote", "head_to_head", "graph_cut", "embeddings_before", "GRAPH_FRAC", "fit", "predict_batches", "save_ranker", "load_ranker", "build_ranker",
            "train_on_frames", "train_and_register_ranker", "MODEL_NAME"]

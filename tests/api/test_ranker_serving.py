@@ -118,3 +118,22 @@ def test_promotion_rule():
     assert not ok and "cvr_auc_all" in why
     assert not should_promote({"auc": 0.69}, cur)[0]
     assert not should_promote({}, cur)[0]
+
+
+def test_a_second_version_is_judged_against_the_active_one_on_the_same_rows(world, ranker_version):
+    """Head to head: the new version's registry metrics carry the active version's metrics on the
+    new validation window, and the decision follows them (not the active's own, older window)."""
+    from store.registry import active_model, list_models
+    from ranking.train import train_and_register_ranker
+    row = train_and_register_ranker(world, ranker_overrides=dict(TINY, d_model=4, n_heads=1),
+                                    train_config=TrainConfig(epochs=1, batch_size=256, threads=1, seed=1))
+    assert row["version"] != ranker_version["version"]
+    versus = row["metrics"]["versus_active"]
+    assert versus["version"] == ranker_version["version"] and versus["n"] == row["metrics"]["n_valid"]
+    assert 0.0 <= versus["auc"] <= 1.0
+    worse = row["metrics"]["auc"] < versus["auc"] or (
+        row["metrics"].get("cvr_auc_all") is not None and versus.get("cvr_auc_all") is not None
+        and row["metrics"]["cvr_auc_all"] < versus["cvr_auc_all"])
+    active = active_model(world.database_url, "ranker")["version"]
+    assert active == (ranker_version["version"] if worse else row["version"])
+    assert row["version"] in {m["version"] for m in list_models(world.database_url, "ranker")}

@@ -135,3 +135,29 @@ def test_weighted_training_is_corrected_back_to_the_base_rate(tmp_path):
     assert np.array_equal(np.argsort(raw, kind="stable"), np.argsort(p, kind="stable"))   # monotone
     m.save(tmp_path / "w")
     np.testing.assert_allclose(GBDTModel.load(tmp_path / "w").predict(df), p, atol=1e-12)
+
+
+def test_head_to_head_compares_both_versions_on_the_same_new_rows(trained, tmp_path):
+    """The promotion gate scores the active version on the NEW window: a new model whose own
+    metric beats the active's stale one (measured on an older, harder window) but which is worse
+    on the same rows stays a candidate; a better one replaces it; a broken active is replaced."""
+    from ranking.gbdt import MIN_HEAD_TO_HEAD_ROWS, head_to_head
+    good, valid = trained
+    good.save(tmp_path / "good")
+    df = planted(seed=1)
+    weak = train_gbdt(df, None, ["noise", "f2"], num_boost_round=20)       # blind to f0, f1
+    assert auc(valid.click, weak.predict(valid)) < auc(valid.click, good.predict(valid)) - 0.1
+    stale = {"version": "v-good", "artifact_path": str(tmp_path / "good"), "metrics": {"auc": 0.51}}
+    ok, why, versus = head_to_head(weak, valid, stale)
+    assert not ok and "same" in why and versus["active_auc"] > versus["auc"] and versus["n"] == len(valid)
+    weak.save(tmp_path / "weak")
+    ok, _, versus = head_to_head(good, valid, {"version": "v-weak", "artifact_path": str(tmp_path / "weak"),
+                                               "metrics": {"auc": 0.99}})
+    assert ok and versus["auc"] > versus["active_auc"]
+    # rows before the active version's own validation window are left out (it may have trained on them)
+    since = valid.ts.iloc[len(valid) - MIN_HEAD_TO_HEAD_ROWS - 5].isoformat()
+    _, _, versus = head_to_head(weak, valid, dict(stale, metrics={"auc": 0.5, "valid_from": since}))
+    assert versus["n"] == MIN_HEAD_TO_HEAD_ROWS + 5
+    ok, why, _ = head_to_head(weak, valid, dict(stale, artifact_path=str(tmp_path / "missing")))
+    assert ok and "cannot be loaded" in why
+    assert head_to_head(weak, valid, None)[0]
