@@ -35,8 +35,8 @@ def _settings(kind: str, home: Path) -> Settings:
         pytest.skip("no Redis server on 127.0.0.1:6379 (CI starts one; locally: redis-server --bind 127.0.0.1)")
     db = 5 + os.getpid() % 5
     import redis
-    r = redis.Redis.from_url(f"{url}/{db}")
-    r.flushdb()
+    for d in (db, db + 5):                 # the broker / results and the Feast online store
+        redis.Redis.from_url(f"{url}/{d}").flushdb()
     return Settings(home=home, broker_url=f"{url}/{db}", result_backend=f"{url}/{db}",
                     feast_online=f"{url}/{db + 5}").ensure_dirs()
 
@@ -142,7 +142,7 @@ def test_a_batch_committed_but_never_enqueued_is_pushed_by_the_workers(worker):
     from workers.celery_app import TASK_NAMES
     stream = int(load_catalog(settings.database_url)["streams"].stream_id.iloc[1])
     now = datetime.now(timezone.utc).replace(microsecond=0)
-    user = 20_000 + len(outbox.pending(settings.database_url))
+    user = 20_000 + int(time.time() * 1000) % 1_000_000          # a user nobody pushed before
     res = ingest_events(settings.database_url, [{"event_id": f"lost-{user}", "user_id": user, "type": "click",
                                                  "ts": (now - timedelta(seconds=5)).isoformat(), "stream_id": stream}],
                         return_ids=True, outbox=True)
