@@ -52,6 +52,7 @@ class _Segment:
 
     def __init__(self, path: Path, fd: int, *, lines: int = 0):
         self.path, self.fd, self.lines = path, fd, lines
+        self.events = 0                    # journaled into it by this process
 
     def close(self) -> None:
         try:
@@ -71,7 +72,14 @@ def _open_locked(path: Path, create: bool) -> Optional[_Segment]:
     except BlockingIOError:
         os.close(fd)
         return None
-    if not create and not path.exists():          # drained and deleted by another flusher meanwhile
+    try:
+        same = os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        same = False
+    if not same:
+        # drained and deleted by another flusher meanwhile. For a new segment this is the window
+        # between open and flock: another process's orphan drain locked the (empty) file first,
+        # found nothing and unlinked it — writing on would append to an unlinked inode, lost.
         os.close(fd)
         return None
     return _Segment(path, fd)
@@ -136,9 +144,9 @@ class ImpressionJournal:
             if self._pending + len(events) > self.max_events:
                 self.stats["dropped"] += len(events)
                 raise JournalFull(f"journal backlog full ({self._pending} impressions not yet in the event log)")
-            if self._active is None:
-                self._active = self._new_segment()
             try:
+                if self._active is None:
+                    self._active = self._new_segment()
                 n = os.write(self._active.fd, line)
                 if n != len(line):
                     raise OSError(f"short write ({n} of {len(line)} bytes)")
@@ -148,17 +156,19 @@ class ImpressionJournal:
                 self.stats["dropped"] += len(events)
                 raise JournalFull(f"journal not writable: {exc}") from None
             self._active.lines += 1
+            self._active.events += len(events)
             self._pending += len(events)
             self._dirty = True
             self.stats["journaled"] += len(events)
         self._ensure_thread()
 
     def _new_segment(self) -> _Segment:
-        name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
-        seg = _open_locked(self.folder / name, create=True)
-        if seg is None:
-            raise OSError(f"could not create journal segment {name}")
-        return seg
+        for _ in range(5):                 # a name taken by another flusher's orphan drain: a new one
+            name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
+            seg = _open_locked(self.folder / name, create=True)
+            if seg is not None:
+                return seg
+        raise OSError(f"could not create a journal segment in {self.folder}")
 
     def _after_fork(self) -> None:
         # a gunicorn worker forked after the journal was used: the parent's segment and thread are
@@ -225,11 +235,21 @@ class ImpressionJournal:
                 sealed = list(self._sealed)
             written = 0
             for seg in sealed:
-                n = self._drain(seg)
+                try:
+                    n = self._drain(seg)
+                except FileNotFoundError:
+                    # deleted under us (should not happen: see _open_locked); do not let one lost
+                    # file stop the others from draining
+                    log.error("impression journal: segment %s vanished; %d impressions lost", seg.path.name,
+                              seg.events)
+                    self.stats["lost"] = self.stats.get("lost", 0) + seg.events
+                    seg.close()
+                    n = seg.events
+                else:
+                    written += n
                 with self._lock:
                     self._sealed.remove(seg)
                     self._pending -= n
-                written += n
             self.stats["flushed"] += written
             return written
 

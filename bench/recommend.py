@@ -271,7 +271,10 @@ def serve_gunicorn(settings, threads: int = 4, workers: int = 1):
     from streamrank.cli import serve_argv
     argv = serve_argv(settings.with_(port=port), workers, threads, timeout_s=120, access_log=False)
     argv[-1:-1] = ["--log-level", "warning"]
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env)
+    logs = Path(settings.home) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    out = open(logs / "gunicorn-bench.log", "ab")      # the JSON request log: one line per request
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     import urllib.request
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

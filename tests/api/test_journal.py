@@ -101,6 +101,34 @@ def test_a_segment_held_by_a_live_process_is_not_taken(tmp_path):
             proc.kill()
 
 
+def test_a_new_segment_taken_by_another_drain_between_open_and_lock_loses_nothing(tmp_path, monkeypatch):
+    """The race bench/load.py hit (80 impressions lost): process B's orphan drain opened and locked
+    A's brand-new segment before A's flock, found it empty and unlinked it; A then locked the
+    unlinked inode and journaled answers into it. A new segment is checked after its lock."""
+    import api.journal as journal_mod
+    sink_a, sink_b = Sink(), Sink()
+    a = ImpressionJournal(tmp_path, sink_a, flush_interval_s=60)
+    b = ImpressionJournal(tmp_path, sink_b, flush_interval_s=60)
+    real_flock = journal_mod.fcntl.flock
+    state = {"raced": 0}
+
+    def flock(fd, op):
+        if state["raced"] == 0:               # A's first lock: B's drain gets in first
+            state["raced"] = 1
+            b.drain_orphans()
+        return real_flock(fd, op)
+    monkeypatch.setattr(journal_mod.fcntl, "flock", flock)
+    a.append(_events("r1"), "v")
+    a.append(_events("r2"), "v")
+    monkeypatch.setattr(journal_mod.fcntl, "flock", real_flock)
+    assert state["raced"] == 1
+    assert a.flush() == 6
+    assert sorted(sink_a.ids + sink_b.ids) == sorted(i for r in ("r1", "r2") for i in
+                                                      [f"imp-{r}-{p}" for p in (1, 2, 3)])
+    a.close()
+    b.close()
+
+
 def test_fsync_policy_is_checked(tmp_path):
     with pytest.raises(ValueError, match="fsync"):
         ImpressionJournal(tmp_path, Sink(), fsync="sometimes")
