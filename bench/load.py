@@ -10,7 +10,7 @@ the streams live now (k = 20) with probability 0.8, else a batch of ``--events-p
 events with fresh ids. It prints per run req/s, p50 / p99 per route, errors, and afterwards the
 events acknowledged (a 200 on POST /v1/events) against the events found in the event log, the
 impressions of the answers against those in the log (after the journal's flush), and each
-gunicorn worker's RSS before and after. No Celery worker runs: pushes wait in the broker and
+gunicorn worker's RSS before (started, nothing loaded yet) and after each run. No Celery worker runs: pushes wait in the broker and
 the outbox. Figures are printed; nothing is asserted.
 """
 from __future__ import annotations
@@ -169,11 +169,13 @@ def main(argv=None) -> int:
                   f"{pct(evs, 50):>11.1f} {pct(evs, 99):>8.1f} {len(r['errors']):>7}")
             if r["errors"]:
                 print("   first errors:", r["errors"][:3])
+            r["rss_mb"] = {p: rss_mb(p) for p in workers}
+            print(f"{'':>7} RSS after: " + ", ".join(f"worker {p} {v:.0f} MB" for p, v in r["rss_mb"].items()))
             runs.append(r)
             results[f"{clients} clients"] = {"req_s": n / r["wall_s"], "errors": len(r["errors"]),
                                              "recommend_p50": pct(rec, 50), "recommend_p99": pct(rec, 99),
                                              "events_p50": pct(evs, 50), "events_p99": pct(evs, 99)}
-        rss1 = {p: rss_mb(p) for p in workers}
+        rss1 = {p: rss_mb(p) for p in workers}      # the same as after the last run
         time.sleep(3)                                  # the journals' flush (every 0.2 s)
     finally:
         proc.terminate()
