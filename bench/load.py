@@ -32,7 +32,7 @@ for _p in (ROOT, ROOT / "bench"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from recommend import _tree, build_world, pct, run_pipeline, serve_gunicorn  # noqa: E402
+from recommend import _tree, build_world, http_post, pct, run_pipeline, serve_gunicorn  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -67,20 +67,11 @@ def mixed(port: int, users: list, live: list, *, clients: int, duration_s: float
                         ev["value"] = float(rng.randint(5, 600))
                 route, body = "events", {"events": batch}
             t0 = time.perf_counter()
-            try:
-                conn.request("POST", f"/v1/{route}", body=json.dumps(body), headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
-                with lock:
-                    errors.append(f"{route}: {type(exc).__name__}: {exc}")
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                continue
+            conn, status, data, _, err = http_post(conn, port, f"/v1/{route}", json.dumps(body))
             ms = (time.perf_counter() - t0) * 1000
-            if resp.status != 200:
+            if err is not None or status != 200:
                 with lock:
-                    errors.append(f"{route}: HTTP {resp.status}: {data[:200]!r}")
+                    errors.append(f"{route}: " + (err or f"HTTP {status}: {data[:200]!r}"))
                 continue
             mine[route].append(ms)
             if route == "events":

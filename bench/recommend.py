@@ -197,6 +197,20 @@ def _phases(header: str, into: dict) -> None:
             into.setdefault(name, []).append(float(dur))
 
 
+def http_post(conn, port: int, path: str, body: str):
+    """POST a JSON body on a keep-alive connection: (conn, status, data, headers-getter, error).
+    On a socket or protocol error the connection is replaced and status is None."""
+    import http.client
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return conn, resp.status, resp.read(), resp.getheader, None
+    except (OSError, http.client.HTTPException) as exc:
+        conn.close()
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=60), None, b"", None, \
+            f"{type(exc).__name__}: {exc}"
+
+
 def load(port, users, cands, k, *, clients: int, duration_s: float = 0.0, requests: int = 0) -> dict:
     """Closed-loop clients over HTTP keep-alive: each sends the next request when the previous
     answer arrived. Stops after ``requests`` answers per client, or after ``duration_s``."""
@@ -215,23 +229,14 @@ def load(port, users, cands, k, *, clients: int, duration_s: float = 0.0, reques
             body = json.dumps({"user_id": users[i % len(users)], "candidates": cands, "k": k})
             i += clients
             t0 = time.perf_counter()
-            try:
-                conn.request("POST", "/v1/recommend", body=body, headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
-                with lock:
-                    errors.append(f"{type(exc).__name__}: {exc}")
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                continue
+            conn, status, data, header, err = http_post(conn, port, "/v1/recommend", body)
             ms = (time.perf_counter() - t0) * 1000
-            if resp.status != 200:
+            if err is not None or status != 200:
                 with lock:
-                    errors.append(f"HTTP {resp.status}: {data[:200]!r}")
+                    errors.append(err or f"HTTP {status}: {data[:200]!r}")
                 continue
             mine.append(ms)
-            _phases(resp.getheader("Server-Timing") or "", ph)
+            _phases(header("Server-Timing") or "", ph)
         conn.close()
         with lock:
             lat.extend(mine)
