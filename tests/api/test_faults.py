@@ -188,3 +188,128 @@ def test_an_unreachable_event_log_keeps_recommend_answering_and_loses_no_impress
         close_app(app)
         proxy.cut()
         Base.metadata.drop_all(direct)
+
+
+def test_redis_restarted_under_traffic_loses_no_push_and_no_answer(tmp_path):
+    """Redis (broker, result backend and Feast online store) is killed and restarted empty while
+    recommends and event batches keep coming: no recommend gets a 5xx (degraded popularity while
+    the store is away), every batch is acknowledged, and the batches accepted while Redis was down
+    are pushed once it is back (their outbox rows re-sent by the real worker's watchdog)."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from datetime import datetime, timezone
+
+    import pytest
+
+    from api import close_app, create_app
+    from feature_repo.online import OnlineFeatures
+    from feature_repo.statistics import run_statistics
+    from store import outbox
+    from store.ingest import live_stream_ids
+    from store.settings import Settings
+    from store.sources import ingest_source
+    from store.sources.simulator import SimConfig, simulate
+    from streamrank.cli import worker_argv
+    exe = shutil.which("redis-server")
+    if exe is None:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError("redis-server is required in CI")
+        pytest.skip("no redis-server binary")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def start_redis():
+        proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return proc
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    redis_proc = start_redis()
+    base = f"redis://127.0.0.1:{port}"
+    settings = Settings(home=tmp_path / "var", broker_url=f"{base}/0", result_backend=f"{base}/0",
+                        feast_online=f"{base}/1", job_lease_s=2.0).ensure_dirs()
+    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    ingest_source(settings, simulate(SimConfig(seed=9, n_users=60, n_streams=12, n_items=40, days=1,
+                                               requests_per_day=80, end=end)), progress=False)
+    run_statistics(settings, progress=False)
+    live = live_stream_ids(settings.database_url, datetime.now(timezone.utc))
+    if not live:
+        import pandas as pd
+
+        from store.ingest import upsert_catalog
+        upsert_catalog(settings.database_url, live_windows=pd.DataFrame(
+            {"stream_id": [1, 2, 3], "start_ts": [end] * 3, "end_ts": [end + pd.Timedelta(hours=3)] * 3}))
+        live = live_stream_ids(settings.database_url, datetime.now(timezone.utc))
+    env = {**os.environ, **settings.to_env()}
+    wlog = open(tmp_path / "worker.log", "wb")
+    worker = subprocess.Popen(worker_argv("realtime,default", "threads", 4, "faults"), env=env, stdout=wlog,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    app = create_app(settings)
+    app.config.update(TESTING=True, SNAPSHOT_BACKGROUND=False, MODEL_CHECK_S=0.0, BROKER_TIMEOUT_S=0.5)
+    app.extensions["streamrank"].store_breaker.retry_s = 0.5
+    client = app.test_client()
+    statuses, stop = [], threading.Event()
+
+    def traffic():
+        c = app.test_client()
+        u = 0
+        while not stop.is_set():
+            u += 1
+            statuses.append(c.post("/v1/recommend", json={"user_id": u % 50, "k": 3}).status_code)
+            time.sleep(0.02)
+
+    def batch(tag, n=3):
+        now = datetime.now(timezone.utc)
+        evs = [{"event_id": f"{tag}-{i}", "user_id": 90_000 + i + (100 if tag == "down" else 0), "type": "click",
+                "ts": now.isoformat(), "stream_id": live[i % len(live)]} for i in range(n)]
+        r = client.post("/v1/events", json={"events": evs})
+        assert r.status_code == 200, r.get_data(as_text=True)
+        return evs, r.get_json()
+
+    t = threading.Thread(target=traffic, daemon=True)
+    try:
+        assert _post(client, user_id=1, k=3)["items"]
+        t.start()
+        _, up = batch("up")
+        assert up["push_enqueued"] is True
+        redis_proc.send_signal(signal.SIGKILL)
+        redis_proc.wait(10)
+        time.sleep(1.0)
+        down_events, down = batch("down")
+        assert down["inserted"] == 3 and down["push_enqueued"] is False     # committed, push not sent
+        time.sleep(1.0)
+        redis_proc = start_redis()                                           # back, and empty
+        online = OnlineFeatures(settings)
+        deadline = time.monotonic() + 90
+        for ev in down_events:
+            while list(online.user_columns(ev["user_id"], [ev["stream_id"]], [None])["recent_streams"][0] or []) \
+                    != [ev["stream_id"]]:
+                assert time.monotonic() < deadline, "a batch accepted while Redis was down was never pushed"
+                time.sleep(0.3)
+        while outbox.pending(settings.database_url):
+            assert time.monotonic() < deadline, outbox.pending(settings.database_url)
+            time.sleep(0.3)
+        stop.set()
+        t.join(10)
+        assert statuses and all(s == 200 for s in statuses), sorted(set(statuses))
+    finally:
+        stop.set()
+        close_app(app)
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+        wlog.close()
+        redis_proc.kill()
