@@ -13,6 +13,7 @@ concern:
 ``GET /v1/models``      api.models: the model registry
 ``GET /healthz``        api.health: the process is up (no I/O)
 ``GET /readyz``         api.health: database and feature store reachable (503 when not)
+``GET /metrics``        api.metrics: Prometheus families (all gunicorn workers aggregated)
 =====================  =========================================================================
 
 Every error is JSON ``{"error": code, "detail": message}``. Write routes (``/v1/events`` and
@@ -72,8 +73,9 @@ def create_app(settings=None, **overrides) -> Flask:
     register_error_handlers(app)
     from . import requestlog
     requestlog.register(app)
-    from . import events, health, models, recommend
+    from . import events, health, metrics, models, recommend
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(recommend.bp)
     app.register_blueprint(events.bp)

@@ -79,4 +79,9 @@ def register(app: Flask) -> None:
                 "ms": round((time.perf_counter() - t0) * 1000, 2) if t0 is not None else None}
         line.update(getattr(g, "log_fields", {}))
         log.info(json.dumps(line, ensure_ascii=True, default=str))
+        if t0 is not None:
+            from .metrics import observe_request
+            from .runtime import get_runtime
+            observe_request(get_runtime(), line["route"], request.method, resp.status_code,
+                            time.perf_counter() - t0)
         return resp

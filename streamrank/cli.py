@@ -142,7 +142,8 @@ def serve_argv(settings, workers: int, threads: int, *, timeout_s: int = 60, acc
     gthread with JSON errors and a read timeout (api/gunicorn_worker.py). The request log is the
     app's JSON lines (api/requestlog.py); ``access_log`` adds gunicorn's plain-text one."""
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{settings.port}", "--workers", str(workers),
-            "--threads", str(threads), "--worker-class", "api.gunicorn_worker.ThreadWorker", "--no-control-socket",
+            "--threads", str(threads), "--config", "python:api.gunicorn_conf",
+            "--worker-class", "api.gunicorn_worker.ThreadWorker", "--no-control-socket",
             "--timeout", str(timeout_s)]
     if access_log:
         argv += ["--access-logfile", "-"]

@@ -176,6 +176,12 @@ def test_gunicorn_serves_create_app_from_the_environment(world, tmp_path):
         log.flush()
         lines = [json.loads(x) for x in open(tmp_path / "gunicorn.log") if x.startswith('{"ts"')]
         assert [ln["status"] for ln in lines if ln["route"] == "/v1/recommend"] == [401, 200]
+        # /metrics: prometheus_client's multiprocess aggregate (api/gunicorn_conf.py), no key needed
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        assert 'streamrank_http_request_duration_seconds_count{method="POST",route="/v1/recommend",status="200"} 1.0' in text
+        assert "streamrank_recommend_answers_total{" in text and "streamrank_active_model_info{" in text
+        assert "python_gc_objects_collected_total" not in text        # the multiprocess registry, not one process's
 
         # gunicorn's own rejections (before the app) are JSON too: 414, 431, 400
         for raw, status in ((b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
