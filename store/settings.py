@@ -33,6 +33,7 @@ class Settings:
     journal_flush_s: float = 0.2             # STREAMRANK_JOURNAL_FLUSH_S: journal -> event log cadence
     read_timeout_s: float = 10.0             # STREAMRANK_READ_TIMEOUT_S: a client silent this long mid-request is dropped
     max_body_bytes: int = 1024 * 1024        # STREAMRANK_MAX_BODY_BYTES: larger request bodies get 413
+    worker_metrics_port: int = 0             # STREAMRANK_WORKER_METRICS_PORT: Celery workers' /metrics (0 = off)
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -68,7 +69,7 @@ class Settings:
                 continue
             if f.name in ("home", "feast_repo", "artifact_dir", "journal_dir"):
                 kwargs[f.name] = Path(raw)
-            elif f.name in ("port", "stats_bucket_s", "journal_max_events", "max_body_bytes"):
+            elif f.name in ("port", "stats_bucket_s", "journal_max_events", "max_body_bytes", "worker_metrics_port"):
                 try:
                     kwargs[f.name] = int(raw)
                 except ValueError:

@@ -128,16 +128,34 @@ _task_tokens = threading.local()
 @signals.task_prerun.connect
 def _enter_task(task_id=None, task=None, kwargs=None, **_):
     from store.jobs import current_task
+
+    from .metrics import task_started
     _task_tokens.token = current_task.set((task.name, task_id, dict(kwargs or {})))
+    task_started(task_id)
 
 
 @signals.task_postrun.connect
-def _leave_task(**_):
+def _leave_task(task_id=None, task=None, state=None, **_):
     from store.jobs import current_task
+
+    from .metrics import task_finished
     token = getattr(_task_tokens, "token", None)
     if token is not None:
         current_task.reset(token)
         _task_tokens.token = None
+    task_finished(task_id, getattr(task, "name", "?"), state or "")
+
+
+@signals.task_failure.connect
+def _count_failure(sender=None, **_):
+    from .metrics import FAILURES
+    FAILURES.labels(getattr(sender, "name", "?")).inc()
+
+
+@signals.task_retry.connect
+def _count_retry(sender=None, **_):
+    from .metrics import RETRIES
+    RETRIES.labels(getattr(sender, "name", "?")).inc()
 
 
 def recover_jobs_once(celery: Celery, settings: Settings) -> list:
@@ -168,6 +186,9 @@ def _start_job_watchdog(sender=None, **_):
     settings = Settings.from_env()
     every = max(settings.job_lease_s / 2, 0.5)
     log = logging.getLogger("streamrank.jobs")
+    if settings.worker_metrics_port:
+        from .metrics import serve
+        serve(settings.worker_metrics_port)
 
     def loop():
         stop = threading.Event()

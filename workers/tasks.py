@@ -77,6 +77,10 @@ def push_realtime(self, event_ids: Sequence[str], at: Optional[str] = None, outb
         c.submit(streams, users)
         out["coalesced"] = True
     outbox.done(settings.database_url, outbox_id)
+    from .metrics import PUSH_LAG
+    newest = touched["ts"].max()
+    if at is None and newest is not None and newest == newest:     # live pushes only, not backfills
+        PUSH_LAG.observe(max((datetime.now(timezone.utc) - newest.to_pydatetime()).total_seconds(), 0.0))
     return out
 
 

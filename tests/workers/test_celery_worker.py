@@ -29,7 +29,7 @@ def _redis_url() -> str | None:
 
 def _settings(kind: str, home: Path) -> Settings:
     if kind == "embedded":
-        return Settings(home=home).ensure_dirs()
+        return Settings(home=home, worker_metrics_port=_free_port()).ensure_dirs()
     url = _redis_url()
     if url is None:
         pytest.skip("no Redis server on 127.0.0.1:6379 (CI starts one; locally: redis-server --bind 127.0.0.1)")
@@ -38,7 +38,13 @@ def _settings(kind: str, home: Path) -> Settings:
     for d in (db, db + 5):                 # the broker / results and the Feast online store
         redis.Redis.from_url(f"{url}/{d}").flushdb()
     return Settings(home=home, broker_url=f"{url}/{db}", result_backend=f"{url}/{db}",
-                    feast_online=f"{url}/{db + 5}").ensure_dirs()
+                    feast_online=f"{url}/{db + 5}", worker_metrics_port=_free_port()).ensure_dirs()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module", params=["embedded", "redis"])
@@ -158,3 +164,18 @@ def test_a_batch_committed_but_never_enqueued_is_pushed_by_the_workers(worker):
     while any(r["id"] == res.outbox_id for r in outbox.pending(settings.database_url)):
         assert time.monotonic() < deadline, "the push landed but its outbox row stayed"
         time.sleep(0.2)
+
+
+def test_the_worker_serves_task_metrics(worker):
+    """STREAMRANK_WORKER_METRICS_PORT: the worker's /metrics has the task families, with the
+    tasks this module ran (statistics, training, pushes) counted by state."""
+    import urllib.request
+    settings, celery, proc = worker
+    from workers.celery_app import TASK_NAMES
+    _run(celery, TASK_NAMES["recover_jobs"])
+    with urllib.request.urlopen(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for family in ("streamrank_task_duration_seconds", "streamrank_task_failures_total",
+                   "streamrank_task_retries_total", "streamrank_push_lag_seconds"):
+        assert f"# TYPE {family}" in text, family
+    assert 'streamrank_task_duration_seconds_count{state="success",task="streamrank.recover_jobs"}' in text
