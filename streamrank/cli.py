@@ -233,6 +233,8 @@ def cmd_run(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
     settings = _settings()
+    if not settings.worker_metrics_port:          # the workers' /metrics: PORT + 10, + 11
+        settings = settings.with_(worker_metrics_port=settings.port + 10)
     env = {**os.environ, **settings.to_env()}
     if not _has_live_streams(settings):
         print("run: ingesting the simulated live-commerce world (no stream is live now in this database)", flush=True)
@@ -289,7 +291,10 @@ def cmd_run(args) -> int:
         curl = (f"curl -s -X POST http://127.0.0.1:{settings.port}/v1/recommend -H 'Content-Type: application/json' "
                 + ("-H \"X-API-Key: $STREAMRANK_API_KEY\" " if settings.api_key else "")
                 + "-d '{\"user_id\": 1, \"k\": 5}'")
-        print(f"\nrun: the API is up on http://127.0.0.1:{settings.port} — try:\n  {curl}\n", flush=True)
+        print(f"\nrun: the API is up on http://127.0.0.1:{settings.port} — try:\n  {curl}\n"
+              f"run: metrics: http://127.0.0.1:{settings.port}/metrics (API), "
+              f"http://127.0.0.1:{settings.worker_metrics_port}/metrics and :{settings.worker_metrics_port + 1} "
+              f"(workers)\n", flush=True)
         if args.smoke:
             print(_smoke(settings), flush=True)
             return 0
