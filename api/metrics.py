@@ -25,7 +25,7 @@ import os
 
 from flask import Blueprint, Response
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest, multiprocess)
+                               generate_latest, multiprocess, values)
 
 bp = Blueprint("metrics", __name__)
 
@@ -85,11 +85,17 @@ def observe_request(rt, route: str, method: str, status: int, seconds: float) ->
         JOURNAL_BACKLOG.set(journal.backlog)
 
 
+# Multiprocess mode is what prometheus_client chose when it was imported (the environment then),
+# not the variable now: Feast sets PROMETHEUS_MULTIPROC_DIR to a folder of its own when it is
+# imported, after our metrics already live in this process's memory.
+_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") if values.ValueClass is not values.MutexValue else None
+
+
 @bp.get("/metrics")
 def metrics():
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if _MULTIPROC_DIR:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry, path=_MULTIPROC_DIR)
     else:
         from prometheus_client import REGISTRY as registry
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
