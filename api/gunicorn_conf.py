@@ -1,9 +1,9 @@
 """gunicorn hooks of ``streamrank serve`` (``--config python:api.gunicorn_conf``): prometheus_client's
 multiprocess mode, so that ``/metrics`` on any worker reports all of them.
 
-The master points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder before it forks the workers (a
-folder you set is emptied: its files describe processes of an earlier run), and marks each
-worker that exits as dead (its live gauges leave the aggregate).
+The master points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder of its own before it forks the
+workers (removed when it exits), and marks each worker that exits as dead (its live gauges leave
+the aggregate).
 """
 from __future__ import annotations
 
@@ -15,10 +15,14 @@ worker_class = "api.gunicorn_worker.ThreadWorker"
 
 
 def on_starting(server):
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="streamrank-metrics-")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(folder, exist_ok=True)
+    # always a folder of our own: an inherited PROMETHEUS_MULTIPROC_DIR may be another program's
+    # live one (Feast sets one in every process that imports it) and must not be emptied
+    folder = tempfile.mkdtemp(prefix="streamrank-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+
+
+def on_exit(server):
+    shutil.rmtree(os.environ.get("PROMETHEUS_MULTIPROC_DIR", ""), ignore_errors=True)
 
 
 def child_exit(server, worker):
