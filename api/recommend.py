@@ -41,6 +41,7 @@ from flask import Blueprint, current_app, jsonify
 from .auth import require_api_key
 from .errors import ApiError, bad_request, int_field, json_object, json_type, str_field
 from . import requestlog
+from .metrics import DROPPED, observe_answer
 from .runtime import get_runtime
 from .snapshot import popularity
 
@@ -129,7 +130,6 @@ def log_impressions(rt, request_id: str, user_id: int, page: str, items: list, n
         rt.journal.append(rows, model_version)
     except JournalFull as exc:
         log.error("impressions of request %s dropped: %s", request_id, exc)
-        from .metrics import DROPPED
         DROPPED.inc(len(rows))
         return {"journaled": False, "dropped": len(rows), "reason": str(exc)}
     return {"journaled": True, "count": len(rows)}
@@ -238,7 +238,6 @@ def recommend():
         answer["model"]["degraded"] = degraded
     requestlog.note(model=model_version, degraded=answer["model"].get("degraded") or
                     (answer["model"].get("reason") if answer["model"].get("fallback") else None))
-    from .metrics import observe_answer
     observe_answer(answer["model"])
     scores = np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf)
     # best first; ties keep the candidates' order (stable)

@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from flask import Flask, g, request
 
 from .errors import bad_request
+from .metrics import observe_request
+from .runtime import get_runtime
 
 log = logging.getLogger("streamrank.requests")
 
@@ -80,8 +82,6 @@ def register(app: Flask) -> None:
         line.update(getattr(g, "log_fields", {}))
         log.info(json.dumps(line, ensure_ascii=True, default=str))
         if t0 is not None:
-            from .metrics import observe_request
-            from .runtime import get_runtime
             observe_request(get_runtime(), line["route"], request.method, resp.status_code,
                             time.perf_counter() - t0)
         return resp
