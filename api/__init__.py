@@ -14,6 +14,7 @@ concern:
 ``GET /healthz``        api.health: the process is up (no I/O)
 ``GET /readyz``         api.health: database and feature store reachable (503 when not)
 ``GET /metrics``        api.metrics: Prometheus families (all gunicorn workers aggregated)
+``GET /openapi.json``   api.openapi: the OpenAPI 3.1 document (from api.schemas); ``/docs``: Swagger UI
 =====================  =========================================================================
 
 Every error is JSON ``{"error": code, "detail": message}``. Write routes (``/v1/events`` and
@@ -73,7 +74,8 @@ def create_app(settings=None, **overrides) -> Flask:
     register_error_handlers(app)
     from . import requestlog
     requestlog.register(app)
-    from . import events, health, metrics, models, recommend
+    from . import events, health, metrics, models, openapi, recommend
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(models.bp)

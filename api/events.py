@@ -20,7 +20,9 @@ from flask import Blueprint, current_app, jsonify
 
 from .auth import require_api_key
 from .errors import ApiError, bad_request, json_body, json_type
+from .openapi import document, responses
 from .runtime import get_runtime
+from .schemas import ErrorBody, EventBatch, EventsAnswer
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +80,12 @@ def _out_of_range(rows: list) -> list[dict]:
 
 
 @bp.post("/events")
+@document(json=EventBatch, resp=responses(EventsAnswer, body=True, keyed=True, HTTP_503=ErrorBody),
+          tags=["events"], keyed=True)
 @require_api_key
 def post_events():
+    """Write up to 1,000 events in one transaction (or none: 400 with every bad row), then enqueue
+    their real-time push. Re-sent event ids are no-ops. The body may also be the bare array."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from store.ingest import IngestError, ingest_events

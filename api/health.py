@@ -14,6 +14,8 @@ from flask import Blueprint, current_app, jsonify
 
 from .auth import has_api_key
 from .errors import error_response
+from .openapi import document, responses
+from .schemas import ErrorBody, Health, Ready
 from .runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -22,7 +24,9 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
+@document(resp=responses(Health), tags=["health"])
 def healthz():
+    """The process answers (no I/O)."""
     return jsonify(status="ok")
 
 
@@ -74,7 +78,9 @@ def check_feature_store(runtime) -> None:
 
 
 @bp.get("/readyz")
+@document(resp=responses(Ready, HTTP_503=ErrorBody), tags=["health"])
 def readyz():
+    """The event database and the feature store answer (503 when not); details with the API key."""
     rt = get_runtime()
     settings = current_app.config["SETTINGS"]
     timeout = current_app.config.get("READY_TIMEOUT_S", 3.0)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import os
 
 from flask import Blueprint, Response
+
+from .openapi import document, text_responses
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest, multiprocess, values)
 
@@ -92,7 +94,9 @@ _MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") if values.ValueClass
 
 
 @bp.get("/metrics")
+@document(resp=text_responses(), tags=["health"])
 def metrics():
+    """Prometheus text format: request durations, answers by model, jobs, backlogs (all workers)."""
     if _MULTIPROC_DIR:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=_MULTIPROC_DIR)

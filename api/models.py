@@ -7,24 +7,24 @@ import math
 from flask import Blueprint, current_app, jsonify, request
 
 from .auth import require_api_key
-from .errors import bad_request, str_field
+from .errors import bad_request
+from .openapi import document, responses
+from .schemas import ModelsAnswer, ModelsQuery, parse
 
 bp = Blueprint("models", __name__, url_prefix="/v1")
 
-QUERY_ARGS = {"name"}
-
 
 @bp.get("/models")
+@document(query=ModelsQuery, resp=responses(ModelsAnswer, keyed=True), tags=["models"], keyed=True)
 @require_api_key        # artifact paths and metrics are for operators, not for anyone who can reach the port
 def list_models():
+    """The model registry, newest first, and the active version of each name."""
     from store.registry import list_models as registry_list
-    unknown = sorted(set(request.args) - QUERY_ARGS)
-    if unknown:
-        raise bad_request(f"unknown query parameter(s) {', '.join(repr(u[:40]) for u in unknown[:10])}; "
-                          f"allowed: name", code="unknown_field")
-    name = request.args.get("name")
-    if name is not None:
-        name = str_field("name", name, max_len=64)
+    repeated = sorted(k for k, v in request.args.lists() if len(v) > 1)
+    if repeated:
+        raise bad_request(f"query parameter(s) given more than once: {', '.join(repr(r[:40]) for r in repeated)}",
+                          code="invalid_field")
+    name = parse(ModelsQuery, request.args.to_dict()).name
     settings = current_app.config["SETTINGS"]
     models = registry_list(settings.database_url, name)
     active = {m["name"]: m["version"] for m in models if m["status"] == "active"}

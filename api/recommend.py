@@ -39,48 +39,29 @@ import numpy as np
 from flask import Blueprint, current_app, jsonify
 
 from .auth import require_api_key
-from .errors import ApiError, bad_request, int_field, json_object, json_type, str_field
+from .errors import ApiError, bad_request, json_body
 from . import requestlog
 from .metrics import DROPPED, observe_answer
+from .openapi import document, responses
 from .runtime import get_runtime
+from .schemas import ErrorBody, RecommendAnswer, RecommendRequest, parse
 from .snapshot import popularity
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("recommend", __name__, url_prefix="/v1")
 
-FIELDS = {"user_id", "candidates", "k", "page"}
-DEFAULT_K = 20
-DEFAULT_PAGE = "live_tab"
-PAGE_MAX_LEN = 32          # store.schema: events.page String(32)
-
-
-def parse_request(body: dict) -> dict:
+def parse_request(body) -> dict:
+    """The request validated by api.schemas.RecommendRequest (400 in the API's shape when not);
+    ``MAX_K`` / ``MAX_CANDIDATES`` of the app's config may lower the schema's limits."""
+    req = parse(RecommendRequest, body)
     cfg = current_app.config
-    if "user_id" not in body:
-        raise bad_request("missing field 'user_id' (an integer)", code="missing_field")
-    user_id = int_field("user_id", body["user_id"])
-    k = int_field("k", body.get("k", DEFAULT_K), minimum=1, maximum=cfg["MAX_K"])
-    page = str_field("page", body.get("page", DEFAULT_PAGE), max_len=PAGE_MAX_LEN)
-    candidates = body.get("candidates")
-    if candidates is not None:
-        if not isinstance(candidates, list):
-            raise bad_request(f"candidates must be an array of stream ids, got {json_type(candidates)}",
-                              code="invalid_field")
-        limit = cfg["MAX_CANDIDATES"]
-        if not 1 <= len(candidates) <= limit:
-            raise bad_request(f"candidates must hold 1 to {limit} stream ids, got {len(candidates)}",
-                              code="invalid_field")
-        for i, c in enumerate(candidates):
-            int_field(f"candidates[{i}]", c)
-        if len(set(candidates)) != len(candidates):
-            seen, dups = set(), []
-            for c in candidates:
-                if c in seen and c not in dups:
-                    dups.append(c)
-                seen.add(c)
-            raise bad_request(f"candidates must be unique; repeated: {dups[:20]}", code="invalid_field")
-    return {"user_id": user_id, "candidates": candidates, "k": k, "page": page}
+    if req.k > cfg["MAX_K"]:
+        raise bad_request(f"k must be between 1 and {cfg['MAX_K']}, got {req.k}", code="invalid_field")
+    if req.candidates is not None and len(req.candidates) > cfg["MAX_CANDIDATES"]:
+        raise bad_request(f"candidates must hold 1 to {cfg['MAX_CANDIDATES']} stream ids, got "
+                          f"{len(req.candidates)}", code="invalid_field")
+    return {"user_id": req.user_id, "candidates": req.candidates, "k": req.k, "page": req.page}
 
 
 class StoreUnreadable(Exception):
@@ -162,10 +143,16 @@ def _answer(body: dict, timer: _Timer):
 
 
 @bp.post("/recommend")
+@document(json=RecommendRequest, resp=responses(RecommendAnswer, body=True, keyed=True, HTTP_503=ErrorBody),
+          tags=["recommend"], keyed=True)
 @require_api_key
 def recommend():
+    """Rank live streams for a user and log them as impressions.
+
+    Default candidates: the streams live now. The answer names the model that ranked (or the
+    popularity fallback and why); ``Server-Timing`` gives the phases in ms."""
     timer = _Timer()
-    req = parse_request(json_object(FIELDS))
+    req = parse_request(json_body())
     timer.lap("parse")
     rt = get_runtime()
     request_id = requestlog.request_id()          # the client's X-Request-Id, or a new one

@@ -25,9 +25,6 @@ from .schema import (EVENT_TYPES, Event, Impression, Item, LiveWindow, PushOutbo
 
 log = logging.getLogger(__name__)
 
-EVENT_COLUMNS = ["event_id", "user_id", "ts", "type", "stream_id", "item_id", "request_id",
-                 "position", "page", "value"]
-REQUIRED_COLUMNS = ["event_id", "user_id", "ts", "type"]
 NEEDS_STREAM = {"impression", "click", "watch"}
 NEEDS_ITEM = {"item_click", "purchase"}
 NEEDS_VALUE = {"watch", "purchase"}
@@ -38,6 +35,36 @@ _CHUNK = 900            # ids per IN (...) query: below SQLite's 999-parameter f
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 VALUE_MAX = 1e12        # seconds watched / amount paid: larger is a client bug, and it overflows sums
+
+
+class EventField(NamedTuple):
+    """One field of an event: how :func:`validate_events` checks it and how the API documents it
+    (api/schemas.py builds the OpenAPI ``Event`` schema from :data:`EVENT_FIELDS`)."""
+    name: str
+    kind: str                       # "str" | "int" | "ts" | "float"
+    required: bool
+    doc: str
+    max_len: int = 0                # "str"
+    minimum: float = 0              # "int" / "float"
+    maximum: float = INT64_MAX
+
+
+# The one definition of an event's fields (store/schema.py holds the column types they fit).
+EVENT_FIELDS: tuple[EventField, ...] = (
+    EventField("event_id", "str", True, "the client's id of the event; re-sending it is a no-op", max_len=128),
+    EventField("user_id", "int", True, "the user (int64 >= 0)"),
+    EventField("ts", "ts", True, "when it happened: ISO-8601 (e.g. 2026-12-01T13:05:00Z; UTC when no offset) "
+               "or epoch seconds; 1970 to 2261"),
+    EventField("type", "str", True, "one of " + ", ".join(EVENT_TYPES), max_len=16),
+    EventField("stream_id", "int", False, "the live stream (required for impression, click, watch)"),
+    EventField("item_id", "int", False, "the product (required for item_click, purchase)"),
+    EventField("request_id", "str", False, "the /v1/recommend answer this event follows from", max_len=64),
+    EventField("position", "int", False, "slot of the stream in that answer, 1 = top", minimum=1, maximum=INT32_MAX),
+    EventField("page", "str", False, "where it was shown (e.g. live_tab)", max_len=32),
+    EventField("value", "float", False, "seconds watched (watch) or amount paid (purchase)", maximum=VALUE_MAX),
+)
+EVENT_COLUMNS = [f.name for f in EVENT_FIELDS]
+REQUIRED_COLUMNS = [f.name for f in EVENT_FIELDS if f.required]
 
 
 class RowError(NamedTuple):
@@ -210,7 +237,7 @@ def _ts_column(s: pd.Series, errors: list) -> pd.Series:
     return pd.Series(pd.to_datetime(out, utc=True), index=s.index).astype("datetime64[us, UTC]")
 
 
-def _float_column(s: pd.Series, name: str, errors: list) -> pd.Series:
+def _float_column(s: pd.Series, name: str, errors: list, *, maximum: float = VALUE_MAX) -> pd.Series:
     if pd.api.types.is_bool_dtype(s.dtype):
         for i in range(len(s)):
             errors.append(RowError(i, name, "must be a number, got a boolean"))
@@ -226,9 +253,9 @@ def _float_column(s: pd.Series, name: str, errors: list) -> pd.Series:
                 errors.append(RowError(i, name, f"must be a number, got {type(v).__name__}"))
                 continue
             vals[i] = float(v)
-    bad = np.isinf(vals) | (vals < 0) | (vals > VALUE_MAX)
+    bad = np.isinf(vals) | (vals < 0) | (vals > maximum)
     for i in np.flatnonzero(bad):
-        errors.append(RowError(int(i), name, f"must be a finite number in [0, {VALUE_MAX:g}], got {vals[i]!r}"))
+        errors.append(RowError(int(i), name, f"must be a finite number in [0, {maximum:g}], got {vals[i]!r}"))
     return pd.Series(vals, index=s.index)
 
 
@@ -260,16 +287,16 @@ def validate_events(rows: Union[pd.DataFrame, Sequence[dict]]) -> tuple[pd.DataF
         if c not in df.columns:
             df[c] = None
     out = pd.DataFrame(index=df.index)
-    out["event_id"] = _str_column(df["event_id"], "event_id", errors, required=True, max_len=128)
-    out["user_id"] = _int_column(df["user_id"], "user_id", errors, required=True)
-    out["ts"] = _ts_column(df["ts"], errors)
-    out["type"] = _str_column(df["type"], "type", errors, required=True, max_len=16)
-    out["stream_id"] = _int_column(df["stream_id"], "stream_id", errors, required=False)
-    out["item_id"] = _int_column(df["item_id"], "item_id", errors, required=False)
-    out["request_id"] = _str_column(df["request_id"], "request_id", errors, required=False, max_len=64)
-    out["position"] = _int_column(df["position"], "position", errors, required=False, minimum=1, maximum=INT32_MAX)
-    out["page"] = _str_column(df["page"], "page", errors, required=False, max_len=32)
-    out["value"] = _float_column(df["value"], "value", errors)
+    for f in EVENT_FIELDS:
+        if f.kind == "str":
+            out[f.name] = _str_column(df[f.name], f.name, errors, required=f.required, max_len=f.max_len)
+        elif f.kind == "int":
+            out[f.name] = _int_column(df[f.name], f.name, errors, required=f.required, minimum=int(f.minimum),
+                                      maximum=int(f.maximum))
+        elif f.kind == "ts":
+            out[f.name] = _ts_column(df[f.name], errors)
+        else:
+            out[f.name] = _float_column(df[f.name], f.name, errors, maximum=f.maximum)
 
     typ = out["type"]
     known = typ.isin(EVENT_TYPES) | typ.isna()

@@ -104,6 +104,12 @@ def train_tiny_gbdt(settings, *, direction: float = 1.0, seed: int = 0):
     return model, path
 
 
+@pytest.fixture(scope="session")
+def gbdt_trainer():
+    """train_tiny_gbdt, for fixtures wider than a test."""
+    return train_tiny_gbdt
+
+
 @pytest.fixture
 def register_gbdt(world):
     """register_gbdt(direction=..) -> (version, model): registered and promoted to active. Every gbdt
