@@ -3,10 +3,11 @@ multiprocess mode, so that ``/metrics`` on any worker reports all of them.
 
 The master points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder of its own before it forks the
 workers (removed when it exits), and marks each worker that exits as dead (its live gauges leave
-the aggregate).
+the aggregate). Each worker is warmed up (api/warmup.py) before it accepts a connection.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -28,3 +29,11 @@ def on_exit(server):
 def child_exit(server, worker):
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    # runs in the worker after the app is loaded and before it accepts: the first request it takes
+    # finds the stores open, the models loaded and torch warm
+    from api.warmup import enabled, warm_up
+    if enabled():
+        worker.log.info("warm-up %s", json.dumps(warm_up(worker.wsgi)))
