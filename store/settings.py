@@ -34,6 +34,8 @@ class Settings:
     read_timeout_s: float = 10.0             # STREAMRANK_READ_TIMEOUT_S: a client silent this long mid-request is dropped
     max_body_bytes: int = 1024 * 1024        # STREAMRANK_MAX_BODY_BYTES: larger request bodies get 413
     worker_metrics_port: int = 0             # STREAMRANK_WORKER_METRICS_PORT: Celery workers' /metrics (0 = off)
+    beat_schedule: str = ""                  # STREAMRANK_BEAT_SCHEDULE: beat overrides, "ENTRY=SECONDS|off,..."
+                                             #   (workers/celery_app.py; empty = the default schedule)
 
     def __post_init__(self) -> None:
         home = Path(self.home)

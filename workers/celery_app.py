@@ -7,16 +7,27 @@ Importing this module reads no environment variable and imports neither torch no
 - ``default``   compute_statistics / materialize
 - ``training``  train_gbdt, train_graph_embeddings (torch): run it with ``--pool=solo``
 
-The beat schedule is :data:`BEAT_SCHEDULE` below, in one readable place.
+The beat schedule is :data:`BEAT_SCHEDULE` below, in one readable place. It is what beat runs
+unless ``STREAMRANK_BEAT_SCHEDULE`` (``Settings.beat_schedule``) overrides entries of it by name:
+a comma-separated list of ``ENTRY=SECONDS`` (that entry runs every SECONDS instead, at whole
+multiples of SECONDS on the UTC clock, as ``crontab(minute=5)`` is hourly at :05) or ``ENTRY=off``
+(not scheduled). Unset or empty: the default schedule, unchanged. E.g. a test runs the statistics
+every 5 s, in periods that match its job key (``STREAMRANK_STATS_BUCKET_S=5``)::
+
+    STREAMRANK_BEAT_SCHEDULE="statistics-hourly=5,gbdt-daily=off" STREAMRANK_STATS_BUCKET_S=5 streamrank beat
+
+An unknown entry name or a bad value raises ``ValueError`` naming the variable (beat does not start).
 """
 from __future__ import annotations
 
 import logging
+import math
 import threading
+from datetime import timedelta
 from typing import Optional
 
 from celery import Celery, signals
-from celery.schedules import crontab
+from celery.schedules import crontab, schedstate, schedule
 
 from store.settings import Settings
 
@@ -41,6 +52,68 @@ BEAT_SCHEDULE = {
     # jobs whose worker died mid-run (lease expired) are sent again; every worker also does this
     "recover-jobs": {"task": TASK_NAMES["recover_jobs"], "schedule": 60.0},
 }
+
+
+class aligned_every(schedule):
+    """Every ``seconds``, at the instants that are whole multiples of ``seconds`` on the UTC clock
+    (the period of a job keyed by ``floor(now / seconds)``, e.g. compute_statistics with
+    ``STREAMRANK_STATS_BUCKET_S`` = ``seconds``, is then run once per period). Like crontab, a
+    new entry first runs at the next boundary, and a late beat runs it once, not once per missed
+    period."""
+
+    def __init__(self, seconds: float, nowfun=None, app=None):
+        if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"aligned_every needs a positive number of seconds, got {seconds!r}")
+        super().__init__(run_every=timedelta(seconds=seconds), relative=False, nowfun=nowfun, app=app)
+
+    def _period(self) -> float:
+        return self.run_every.total_seconds()
+
+    def remaining_estimate(self, last_run_at):
+        p = self._period()
+        last = self.maybe_make_aware(last_run_at).timestamp()
+        now = self.maybe_make_aware(self.now()).timestamp()
+        return timedelta(seconds=max((math.floor(last / p) + 1) * p - now, 0.0))
+
+    def is_due(self, last_run_at):
+        p = self._period()
+        last = self.maybe_make_aware(last_run_at).timestamp()
+        now = self.maybe_make_aware(self.now()).timestamp()
+        k = math.floor(now / p)
+        next_s = max((k + 1) * p - now, 0.001)           # the next boundary after now
+        return schedstate(is_due=k > math.floor(last / p), next=next_s)
+
+    def __reduce__(self):
+        return self.__class__, (self._period(), self.nowfun)
+
+    def __repr__(self) -> str:
+        return f"<aligned_every {self._period():g}s>"
+
+
+def beat_schedule(spec: str = "") -> dict:
+    """:data:`BEAT_SCHEDULE` with the overrides of ``STREAMRANK_BEAT_SCHEDULE`` applied (module
+    docstring): ``"statistics-hourly=5,recover-jobs=10,gbdt-daily=off"``. ``""``: the default."""
+    out = {name: dict(entry) for name, entry in BEAT_SCHEDULE.items()}
+    for part in (spec or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or name not in BEAT_SCHEDULE:
+            raise ValueError(f"STREAMRANK_BEAT_SCHEDULE: {part!r} is not ENTRY=SECONDS or ENTRY=off with ENTRY "
+                             f"one of {', '.join(BEAT_SCHEDULE)}")
+        if value.lower() == "off":
+            out.pop(name, None)
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = float("nan")
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"STREAMRANK_BEAT_SCHEDULE: {name}={value!r}: give a positive number of seconds or off")
+        out[name]["schedule"] = aligned_every(seconds)
+    return out
+
 
 TASK_ROUTES = {
     TASK_NAMES["push_realtime"]: {"queue": "realtime"},
@@ -70,7 +143,7 @@ def celery_config(settings: Settings) -> dict:
         "task_track_started": True,
         "result_expires": 7 * 24 * 3600,
         "broker_connection_retry_on_startup": True,
-        "beat_schedule": BEAT_SCHEDULE,
+        "beat_schedule": beat_schedule(settings.beat_schedule),
         "timezone": "UTC",
         "worker_hijack_root_logger": False,
     }
