@@ -5,7 +5,8 @@ Protocol (LiveRec's all / new split, Rappaz et al., RecSys 2021):
 - input: two frames of watches ``user_id, stream_id, ts`` (seconds) ``[, category]`` — TRAIN and
   TEST (Twitch: ``streamer_id`` → stream, ``slot·600`` → ts, ``community`` → category);
 - each TEST row (u, s, t) is a query; its target s is ranked over the whole catalog (every stream
-  of either file), or with ``live_only`` over the streams live at t (watched by anyone at t);
+  of either file), or with ``live_only`` over the streams live at t (inside a live window when
+  the caller gives them, else — Twitch — watched by anyone in the same slot);
 - the history of a query is every watch of u before t, from BOTH files (never one at or after t);
   models are fit on TRAIN only; nothing is tuned on TEST;
 - subsets: ``all``, and ``new`` — the target is a stream u never watched before t;
@@ -15,8 +16,9 @@ Protocol (LiveRec's all / new split, Rappaz et al., RecSys 2021):
 Rows: ``popularity`` (TRAIN sessions of the stream), ``repeat`` (u's past streams by session count,
 then recency; the rest tied), ``metapath2vec`` (:math:`z_u^\top z_s`, trained on the TRAIN graph),
 ``two_tower`` and ``two_tower_multi`` (:mod:`retrieval.model`, K = 4 interests), and
-``candidates``: the merged channels the API uses (:func:`retrieval.candidates.merge`) — repeat,
-then the two-tower's nearest streams, then popularity, de-duplicated, at a 200 budget.
+``candidates``: the merged channels the API uses (:func:`retrieval.candidates.merge`) — repeat
+(at most 50), then the two-tower's nearest streams, then popularity, de-duplicated, at a 200
+budget; ``repeat+popularity`` is the same merge without the two-tower (the baseline at that budget).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from .metrics import from_ranks, rank_stats, ranked_list_stats
 
 log = logging.getLogger(__name__)
 
-MODELS = ("popularity", "repeat", "metapath2vec", "two_tower", "two_tower_multi", "candidates")
+MODELS = ("popularity", "repeat", "repeat+popularity", "metapath2vec", "two_tower", "two_tower_multi", "candidates")
 BUDGET = 200
 REPEAT_MAX = 50            # the repeat channel's share of the budget at most
 
@@ -52,7 +54,8 @@ def read_twitch(path) -> pd.DataFrame:
 class World:
     """Everything the models share: vocabulary, sessions, per-stream features, the queries."""
 
-    def __init__(self, train: pd.DataFrame, test: pd.DataFrame, *, seq_len: int = 20, long_len: int = 100):
+    def __init__(self, train: pd.DataFrame, test: pd.DataFrame, *, seq_len: int = 20, long_len: int = 100,
+                 live_windows: Optional[pd.DataFrame] = None):
         self.train, self.test = train, test
         both = pd.concat([train, test], ignore_index=True)
         self.vocab = Vocab(both["stream_id"].to_numpy())
@@ -86,7 +89,13 @@ class World:
         f = first.reindex(pd.MultiIndex.from_arrays([self.q_user, self.q.target])).to_numpy()
         self.is_new = ~(f < self.q_ts)
         self.seq_len, self.long_len = seq_len, long_len
-        # live at t: streams watched by anyone at t (in TEST)
+        # live at t: inside one of ``live_windows`` (stream_id, start, end in seconds), else (Twitch's
+        # 10-minute slots) watched by anyone at the same t in TEST
+        self._windows = None
+        if live_windows is not None:
+            w = live_windows
+            self._windows = (self.vocab.rows(w["stream_id"]), w["start"].to_numpy(np.float64),
+                             w["end"].to_numpy(np.float64))
         self._live = test.assign(row=self.vocab.rows(test["stream_id"])).groupby("ts")["row"].apply(np.unique)
 
     @property
@@ -96,6 +105,13 @@ class World:
     def live_mask(self, idx: np.ndarray) -> np.ndarray:
         """``[b, N]`` streams live at each query's t (columns = rows 1..N)."""
         m = np.zeros((len(idx), self.n_streams), bool)
+        if self._windows is not None:
+            rows, start, end = self._windows
+            t = self.q_ts[idx][:, None]
+            qi, wi = np.nonzero((start[None, :] <= t) & (t < end[None, :]) & (rows[None, :] > 0))
+            m[qi, rows[wi] - 1] = True
+            m[np.arange(len(idx)), self.q.target[idx] - 1] = True     # (a watch is proof of being live)
+            return m
         for i, t in enumerate(self.q_ts[idx]):
             m[i, self._live.loc[t] - 1] = True
         return m
@@ -162,21 +178,23 @@ def _model_scores(model, world: World, idx: np.ndarray) -> np.ndarray:
 
 
 def evaluate_retrieval(train: pd.DataFrame, test: pd.DataFrame, *, models: Sequence[str] = MODELS,
-                       live_only: bool = False, seed: int = 0, epochs: int = 8, chunk: int = 1024,
+                       live_only: bool = False, live_windows: Optional[pd.DataFrame] = None,
+                       seed: int = 0, epochs: int = 8, chunk: int = 1024, graph_vectors: bool = True,
                        progress: Optional[Callable[[str], None]] = None) -> list[dict]:
-    """The rows of the module docstring: one dict per (model, subset)."""
+    """The rows of the module docstring: one dict per (model, subset). ``graph_vectors``: the
+    two-tower's stream tower gets the Metapath2vec vectors (trained on TRAIN) as an input."""
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
     say = progress or (lambda msg: log.info(msg))
     t0 = time.perf_counter()
-    world = World(train, test)
+    world = World(train, test, live_windows=live_windows)
     say(f"world: {world.n_streams} streams, {len(world.train_sessions)} train sessions, {len(world.q)} queries "
         f"({int(world.is_new.sum())} new) in {time.perf_counter() - t0:.1f}s")
     need_tt = {"two_tower", "candidates"} & set(models)
     graph = None
     scorers: dict = {}
-    if "metapath2vec" in models or need_tt or "two_tower_multi" in models:
+    if "metapath2vec" in models or (graph_vectors and (need_tt or "two_tower_multi" in models)):
         t1 = time.perf_counter()
         emb, graph = _metapath2vec(world, seed)
         say(f"metapath2vec trained in {time.perf_counter() - t1:.1f}s")
@@ -209,25 +227,32 @@ def evaluate_retrieval(train: pd.DataFrame, test: pd.DataFrame, *, models: Seque
         tgt = world.q.target[idx] - 1
         computed = {}
         for m in models:
-            if m == "candidates":
+            if m in ("candidates", "repeat+popularity"):
                 continue
             sc = scorers[m](idx)[:, 1:]
             computed[m] = sc
             ab, ti = rank_stats(sc, tgt, allowed)
             ranks[m][0].append(ab)
             ranks[m][1].append(ti)
-        if "candidates" in models:
+        for merged in ("candidates", "repeat+popularity"):
+            if merged not in models:
+                continue
             from .candidates import merge
-            rep = computed.get("repeat", scorers["repeat"](idx)[:, 1:])
-            tt = computed.get("two_tower", scorers["two_tower"](idx)[:, 1:])
+            rep = computed.get("repeat")
+            rep = scorers["repeat"](idx)[:, 1:] if rep is None else rep
+            tt = None
+            if merged == "candidates":
+                tt = computed.get("two_tower")
+                tt = scorers["two_tower"](idx)[:, 1:] if tt is None else tt
             lists = []
             for i in range(len(idx)):
                 ok = allowed[i] if allowed is not None else None
-                lists.append(merge(repeat=_top(rep[i], REPEAT_MAX, ok, positive=True), ann=_top(tt[i], BUDGET, ok),
+                lists.append(merge(repeat=_top(rep[i], REPEAT_MAX, ok, positive=True),
+                                   ann=None if tt is None else _top(tt[i], BUDGET, ok),
                                    popular=_top(world.popularity[1:], BUDGET, ok), budget=BUDGET)[0])
             ab, ti = ranked_list_stats(lists, tgt)
-            ranks["candidates"][0].append(ab)
-            ranks["candidates"][1].append(ti)
+            ranks[merged][0].append(ab)
+            ranks[merged][1].append(ti)
     rows = []
     new = world.is_new
     for m in models:

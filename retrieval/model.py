@@ -137,8 +137,14 @@ class UserTower(nn.Module):
         x = torch.cat([tok, self.query.expand(B, 1, -1)], dim=1)                 # [B, L+1, d]
         x = x + self.pos_emb.weight[None, : L + 1]
         pad = torch.cat([seq == 0, torch.zeros(B, 1, dtype=torch.bool, device=seq.device)], dim=1)
-        causal = torch.triu(torch.ones(L + 1, L + 1, dtype=torch.bool, device=seq.device), diagonal=1)
-        h = self.norm(self.encoder(x, mask=causal, src_key_padding_mask=pad))   # [B, L+1, d]
+        # causal, padding keys hidden — except each position from itself: a padded position would
+        # otherwise see no key at all, its softmax be NaN, and 0 · NaN spread it to every position
+        # of the next layer
+        eye = torch.eye(L + 1, dtype=torch.bool, device=seq.device)
+        later = torch.triu(torch.ones(L + 1, L + 1, dtype=torch.bool, device=seq.device), diagonal=1)
+        hidden = later[None] | (pad[:, None, :] & ~eye[None])                    # [B, L+1, L+1]
+        hidden = hidden.repeat_interleave(self.cfg.heads, dim=0)                 # [B·heads, L+1, L+1]
+        h = self.norm(self.encoder(x, mask=hidden))                              # [B, L+1, d]
         if self.cfg.interests > 1:
             q = self.interest_q.expand(B, -1, -1)                                # [B, K, d]
             short, _ = self.pool(q, h, h, key_padding_mask=pad)                  # [B, K, d]

@@ -63,20 +63,28 @@ def user_vectors(model: TwoTower, batch: QueryBatch, chunk: int = 2048) -> torch
 
 
 @torch.no_grad()
-def recall_at(model: TwoTower, batch: QueryBatch, k: int = 50) -> float:
-    """Share of queries whose target is in the top ``k`` of all streams (exact search)."""
+def rank_metrics(model: TwoTower, batch: QueryBatch, ks=(10, 50)) -> dict:
+    """``recall@k`` (share of targets in the top k of all streams, exact search) and ``mrr``
+    (mean 1 / rank, ties counted against the target) of ``batch``'s queries."""
     if not len(batch):
-        return float("nan")
+        return {**{f"recall@{k}": float("nan") for k in ks}, "mrr": float("nan")}
     streams = model.all_streams()[1:]                                   # [N, d]
     users = user_vectors(model, batch)
-    hits = 0
+    ranks = []
     for a in range(0, len(batch), 2048):
         sc = TwoTower.score(users[a:a + 2048], streams)                  # [b, N]
         tgt = torch.as_tensor(batch.target[a:a + 2048]) - 1
         ts = sc.gather(1, tgt.clamp(min=0)[:, None])
-        rank = (sc > ts).sum(1)
-        hits += int(((rank < k) & (tgt >= 0)).sum())
-    return hits / len(batch)
+        r = (sc >= ts).sum(1)                                            # 1-based, ties against
+        ranks.append(torch.where(tgt >= 0, r, torch.full_like(r, 10 ** 9)))
+    r = torch.cat(ranks).double()
+    out = {f"recall@{k}": float((r <= k).double().mean()) for k in ks}
+    out["mrr"] = float((1.0 / r).mean())
+    return out
+
+
+def recall_at(model: TwoTower, batch: QueryBatch, k: int = 50) -> float:
+    return rank_metrics(model, batch, ks=(k,))[f"recall@{k}"]
 
 
 def loss_of(model: TwoTower, seq, gap, long, target, logq: torch.Tensor, cfg: TrainConfig,
@@ -103,7 +111,8 @@ def loss_of(model: TwoTower, seq, gap, long, target, logq: torch.Tensor, cfg: Tr
 def fit(model: TwoTower, train: QueryBatch, cfg: Optional[TrainConfig] = None, *,
         progress: Optional[Callable[[dict], None]] = None) -> dict:
     """Train ``model`` in place on ``train`` (queries with ``t``); returns the history and the
-    best epoch (restored): ``{"epochs": [{epoch, loss, valid_recall@50, seconds}], "best_epoch"}``."""
+    best epoch by the validation mrr (restored): ``{"epochs": [{epoch, loss, valid_recall@50,
+    valid_mrr, seconds}], "best_epoch"}``."""
     cfg = cfg or TrainConfig()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -139,8 +148,10 @@ def fit(model: TwoTower, train: QueryBatch, cfg: Optional[TrainConfig] = None, *
                 opt.step()
                 total += float(loss.detach())
                 steps += 1
-            rec = recall_at(model, valid, 50) if valid is not None else float("nan")
-            row = {"epoch": epoch, "loss": round(total / max(steps, 1), 4), "valid_recall@50": round(rec, 4),
+            vm = rank_metrics(model, valid) if valid is not None else {"recall@50": float("nan"), "mrr": float("nan")}
+            rec = vm["mrr"]                    # (recall@50 saturates on easy data; the mrr does not)
+            row = {"epoch": epoch, "loss": round(total / max(steps, 1), 4), "valid_recall@50": round(vm["recall@50"], 4),
+                   "valid_mrr": round(vm["mrr"], 4),
                    "seconds": round(time.perf_counter() - t0, 2), "queries_per_s": round(len(perm) / max(time.perf_counter() - t0, 1e-9))}
             history.append(row)
             log.info("two-tower epoch %d: %s", epoch, row)
@@ -157,11 +168,11 @@ def fit(model: TwoTower, train: QueryBatch, cfg: Optional[TrainConfig] = None, *
                     break
         if best_state is not None:
             model.load_state_dict(best_state)
-        best_epoch = max(history, key=lambda r: r["valid_recall@50"])["epoch"] if valid is not None and history else len(history)
+        best_epoch = max(history, key=lambda r: r["valid_mrr"])["epoch"] if valid is not None and history else len(history)
         return {"epochs": history, "best_epoch": best_epoch, "valid_queries": int(n_valid),
                 "train_queries": int(len(fit_idx))}
     finally:
         torch.set_num_threads(threads)
 
 
-__all__ = ["TrainConfig", "fit", "loss_of", "user_vectors", "recall_at"]
+__all__ = ["TrainConfig", "fit", "loss_of", "user_vectors", "rank_metrics", "recall_at"]

@@ -216,6 +216,46 @@ def cmd_evaluate_graph(args) -> int:
     return 0
 
 
+def cmd_evaluate_retrieval(args) -> int:
+    """Whole-catalog retrieval of each test watch (retrieval/evaluate.py): one JSON line per model and subset."""
+    if args.source != "twitch":
+        raise SystemExit("evaluate-retrieval supports --source twitch")
+    import pandas as pd
+
+    from retrieval.evaluate import MODELS, evaluate_retrieval, read_twitch
+    if args.path:
+        if args.split_slot is None:
+            raise SystemExit("--path needs --split-slot N (train = slots < N, test = slots >= N)")
+        if not Path(args.path).exists():
+            raise SystemExit(f"{args.path}: no such file")
+        df = pd.read_csv(args.path)
+        if "slot" not in df.columns:
+            raise SystemExit(f"{args.path}: no 'slot' column (need user_id, streamer_id, slot[, community])")
+        train, test = df[df.slot < args.split_slot], df[df.slot >= args.split_slot]
+    elif args.train and args.test:
+        for p in (args.train, args.test):
+            if not Path(p).exists():
+                raise SystemExit(f"{p}: no such file")
+        train, test = pd.read_csv(args.train), pd.read_csv(args.test)
+    else:
+        raise SystemExit("give --train P1 --test P2 (or --path P --split-slot N)")
+    try:
+        train, test = read_twitch(train), read_twitch(test)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    if not len(train) or not len(test):
+        raise SystemExit(f"empty split: {len(train)} train rows, {len(test)} test rows")
+    models = tuple(args.models.split(",")) if args.models else MODELS
+    try:
+        rows = evaluate_retrieval(train, test, models=models, live_only=args.live_only, seed=args.seed,
+                                  epochs=args.epochs, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    return 0
+
+
 # ----------------------------------------------------------------------------- run (make run)
 def _has_live_streams(settings) -> bool:
     from store.ingest import live_stream_ids
@@ -388,6 +428,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_evaluate_graph)
+
+    s = sub.add_parser("evaluate-retrieval", help="whole-catalog retrieval of each test watch (JSON rows)")
+    s.add_argument("--source", default="twitch", choices=["twitch"])
+    s.add_argument("--train")
+    s.add_argument("--test")
+    s.add_argument("--path", help="one watches file, split by --split-slot")
+    s.add_argument("--split-slot", type=int)
+    s.add_argument("--live-only", action="store_true", help="rank over the streams live at t, not the catalog")
+    s.add_argument("--models", help="comma-separated subset of the rows")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--epochs", type=int, default=8, help="two-tower epochs at most (early stopping)")
+    s.set_defaults(func=cmd_evaluate_retrieval)
 
     s = sub.add_parser("run", help="the whole job on the embedded default, then serve (make run)")
     s.add_argument("--seed", type=int, default=0)
