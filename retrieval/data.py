@@ -118,6 +118,36 @@ def windows(sessions: Sessions, vocab: Vocab, lo: np.ndarray, hi: np.ndarray, t_
     return rows.astype(np.int64), gap.astype(np.int64)
 
 
+def distinct_windows(events: Sessions, vocab: Vocab, lo: np.ndarray, hi: np.ndarray, t_s: np.ndarray,
+                     length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The user's last ``length`` DISTINCT streams before t, each at its latest time — what Feast's
+    ``user_recent`` lists hold online (``recent_streams``, ``recent_stream_ts``) — as
+    ``(rows [B, length], gap buckets [B, length])``, oldest first, left-padded with 0."""
+    B = len(lo)
+    rows = np.zeros((B, length), np.int64)
+    gap = np.zeros((B, length), np.int64)
+    if not len(events):
+        return rows, gap
+    ev_rows = vocab.rows(events.stream)
+    t_s = np.asarray(t_s, np.float64)
+    for b in range(B):
+        seen: set = set()
+        got_r, got_t = [], []
+        j = hi[b] - 1
+        while j >= lo[b] and len(got_r) < length:
+            r = ev_rows[j]
+            if r not in seen:
+                seen.add(r)
+                got_r.append(r)
+                got_t.append(events.start[j])
+            j -= 1
+        k = len(got_r)
+        if k:
+            rows[b, length - k:] = got_r[::-1]
+            gap[b, length - k:] = gap_bucket(t_s[b] - np.asarray(got_t[::-1]))
+    return rows, gap
+
+
 @dataclass
 class QueryBatch:
     """Model inputs of ``B`` queries (see the module docstring for the shapes)."""
@@ -135,28 +165,38 @@ class QueryBatch:
                           None if self.t is None else self.t[idx])
 
 
-def query_batch(sessions: Sessions, vocab: Vocab, user, stream, t_s, *, seq_len: int = 20,
-                long_len: int = 100) -> QueryBatch:
-    """Inputs of the queries (user, t) with targets ``stream`` (history: sessions started before t)."""
+def query_batch(history: Sessions, vocab: Vocab, user, stream, t_s, *, seq_len: int = 20,
+                long_len: int = 100, distinct: bool = True) -> QueryBatch:
+    """Inputs of the queries (user, t) with targets ``stream``; the history is ``history``'s rows
+    that started before t: with ``distinct`` (the default, as served from Feast) the last
+    ``seq_len`` distinct streams at their latest time, and ``long`` the same rows; else the last
+    ``seq_len`` / ``long_len`` rows as they are."""
     user = np.asarray(user, np.int64)
     t_s = np.asarray(t_s, np.float64)
-    lo, hi = sessions.before(user, t_s)
-    seq, gap = windows(sessions, vocab, lo, hi, t_s, seq_len)
-    long, _ = windows(sessions, vocab, lo, hi, t_s, long_len, with_gap=False)
+    lo, hi = history.before(user, t_s)
+    if distinct:
+        seq, gap = distinct_windows(history, vocab, lo, hi, t_s, seq_len)
+        long = seq.copy()
+    else:
+        seq, gap = windows(history, vocab, lo, hi, t_s, seq_len)
+        long, _ = windows(history, vocab, lo, hi, t_s, long_len, with_gap=False)
     return QueryBatch(seq=seq, gap=gap, long=long, target=vocab.rows(stream), t=t_s)
 
 
-def training_queries(sessions: Sessions, vocab: Vocab, *, seq_len: int = 20, long_len: int = 100,
-                     min_history: int = 1) -> QueryBatch:
-    """One training query per session start with at least ``min_history`` earlier sessions:
-    target = the session's stream, history = the user's sessions before it."""
-    keep = np.ones(len(sessions), bool)
-    rank = np.arange(len(sessions)) - np.repeat(sessions.offsets[:-1], np.diff(sessions.offsets))
-    keep &= rank >= min_history
-    idx = np.flatnonzero(keep)
-    return query_batch(sessions, vocab, sessions.user[idx], sessions.stream[idx], sessions.start[idx],
-                       seq_len=seq_len, long_len=long_len)
+def training_queries(targets: Sessions, vocab: Vocab, *, history: Optional[Sessions] = None, seq_len: int = 20,
+                     long_len: int = 100, min_history: int = 1, distinct: bool = True) -> QueryBatch:
+    """One training query per session start of ``targets`` with at least ``min_history`` earlier
+    sessions: target = the session's stream, history = ``history`` (default: ``targets``) before it."""
+    rank = np.arange(len(targets)) - np.repeat(targets.offsets[:-1], np.diff(targets.offsets))
+    idx = np.flatnonzero(rank >= min_history)
+    return query_batch(history if history is not None else targets, vocab, targets.user[idx], targets.stream[idx],
+                       targets.start[idx], seq_len=seq_len, long_len=long_len, distinct=distinct)
 
 
-__all__ = ["GAP_BUCKETS", "gap_bucket", "Vocab", "Sessions", "windows", "QueryBatch", "query_batch",
-           "training_queries"]
+def events_as_rows(user, stream, ts_s) -> Sessions:
+    """Every watch as its own row (no session collapse): the history of :func:`distinct_windows`."""
+    return Sessions.from_watches(user, stream, ts_s, session_gap_s=-1.0)
+
+
+__all__ = ["GAP_BUCKETS", "gap_bucket", "Vocab", "Sessions", "windows", "distinct_windows", "QueryBatch",
+           "query_batch", "training_queries", "events_as_rows"]

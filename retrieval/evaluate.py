@@ -29,7 +29,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .data import Sessions, Vocab, query_batch, training_queries
+from .data import Sessions, Vocab, events_as_rows, query_batch, training_queries
 from .metrics import from_ranks, rank_stats, ranked_list_stats
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,16 @@ def read_twitch(path) -> pd.DataFrame:
 class World:
     """Everything the models share: vocabulary, sessions, per-stream features, the queries."""
 
-    def __init__(self, train: pd.DataFrame, test: pd.DataFrame, *, seq_len: int = 20, long_len: int = 100,
+    def __init__(self, train: pd.DataFrame, test: pd.DataFrame, *, seq_len: int = 20, long_len: int = 20,
                  live_windows: Optional[pd.DataFrame] = None):
         self.train, self.test = train, test
         both = pd.concat([train, test], ignore_index=True)
         self.vocab = Vocab(both["stream_id"].to_numpy())
         n = len(self.vocab)
-        self.sessions = Sessions.from_watches(both["user_id"], both["stream_id"], both["ts"])
+        # histories: every watch (the last distinct streams at their latest time, as Feast serves
+        # them); training targets: session starts (a 2-hour watch is one target, not twelve)
+        self.sessions = events_as_rows(both["user_id"], both["stream_id"], both["ts"])
+        self.train_events = events_as_rows(train["user_id"], train["stream_id"], train["ts"])
         self.train_sessions = Sessions.from_watches(train["user_id"], train["stream_id"], train["ts"])
         # categories: the stream's most frequent one in TRAIN (else in either file); rows 1..C
         src = train if len(train) else both
@@ -117,7 +120,7 @@ class World:
         return m
 
     def repeat_scores(self, idx: np.ndarray) -> np.ndarray:
-        """``[b, N + 1]``: session count of u's past sessions of the stream + recency in [0, 1)."""
+        """``[b, N + 1]``: count of u's past watches of the stream + recency in [0, 1)."""
         lo, hi = self.sessions.before(self.q_user[idx], self.q_ts[idx])
         out = np.zeros((len(idx), self.n_streams + 1))
         for i, (a, b) in enumerate(zip(lo, hi)):
@@ -160,7 +163,8 @@ def _two_tower(world: World, graph: Optional[np.ndarray], *, interests: int, see
     import torch
     torch.manual_seed(seed)
     model = build(cfg, category=world.category, graph=g, stats=world.stats)
-    train_q = training_queries(world.train_sessions, world.vocab, seq_len=world.seq_len, long_len=world.long_len)
+    train_q = training_queries(world.train_sessions, world.vocab, history=world.train_events, seq_len=world.seq_len,
+                               long_len=world.long_len)
     info = fit(model, train_q, TrainConfig(seed=seed, epochs=epochs), progress=progress)
     return model, info
 

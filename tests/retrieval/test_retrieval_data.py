@@ -20,7 +20,7 @@ def test_a_query_sees_only_sessions_started_before_it():
     v = Vocab([10, 20, 30])
     lo, hi = s.before([1, 1, 1, 2, 9], [0, 1200, 5001, 5000, 5])
     assert (hi - lo).tolist() == [0, 1, 3, 1, 0]                 # strictly before t; unknown user: none
-    b = query_batch(s, v, [1, 1], [30, 20], [5000, 1200], seq_len=3, long_len=4)
+    b = query_batch(s, v, [1, 1], [30, 20], [5000, 1200], seq_len=3, long_len=4, distinct=False)
     assert b.seq.tolist() == [[0, 1, 2], [0, 0, 1]]              # left-padded, latest last
     assert b.target.tolist() == [3, 2]
     assert b.gap[0, 2] > b.gap[1, 2]                             # a longer gap, a larger bucket
@@ -38,8 +38,21 @@ def test_random_histories_never_hold_the_future():
         mine = s.start[s.user == qu[i]]
         assert hi[i] - lo[i] == int((mine < qt[i]).sum())
         assert (s.user[lo[i]:hi[i]] == qu[i]).all() and (s.start[lo[i]:hi[i]] < qt[i]).all()
-    b = query_batch(s, Vocab(st), qu, st[:500], qt, seq_len=5, long_len=10)
+    b = query_batch(s, Vocab(st), qu, st[:500], qt, seq_len=5, long_len=10, distinct=False)
     assert ((b.seq > 0).sum(1) == np.minimum(hi - lo, 5)).all()
+
+
+def test_distinct_histories_are_what_feast_serves_the_last_distinct_streams_at_their_latest_time():
+    from retrieval.data import Vocab, events_as_rows, gap_bucket, query_batch
+    ev = events_as_rows([1] * 5, [10, 20, 10, 30, 20], [0, 100, 200, 300, 400])
+    v = Vocab([10, 20, 30])
+    b = query_batch(ev, v, [1, 1], [30, 30], [350, 1000], seq_len=3)
+    # at 350: 10 (last 200), 20 (100), 30 (300) -> oldest first: 20, 10, 30
+    assert b.seq[0].tolist() == [2, 1, 3] and b.gap[0].tolist() == gap_bucket([250, 150, 50]).tolist()
+    # at 1000: 30 (300), 10 (200) and 20 (400) -> 10, 30, 20
+    assert b.seq[1].tolist() == [1, 3, 2] and (b.long == b.seq).all()
+    b = query_batch(ev, v, [1], [30], [150], seq_len=3)
+    assert b.seq[0].tolist() == [0, 1, 2]                      # left-padded
 
 
 def test_metrics_break_ties_uniformly_in_expectation():

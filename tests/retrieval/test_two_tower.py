@@ -83,7 +83,7 @@ def test_the_two_tower_learns_planted_tastes_that_popularity_and_repeat_miss():
     for subset in ("all", "new"):
         tt, pop = got[("two_tower", subset)], got[("popularity", subset)]
         assert tt["n"] == pop["n"] > 500
-        assert tt["recall@50"] > pop["recall@50"] + 0.1, (subset, tt, pop)
+        assert tt["recall@50"] > pop["recall@50"] + 0.05, (subset, tt, pop)
         assert tt["ndcg@10"] > pop["ndcg@10"], (subset, tt, pop)
     assert got[("candidates", "all")]["recall@50"] > got[("repeat+popularity", "all")]["recall@50"] + 0.05
     assert got[("two_tower", "new")]["n"] < got[("two_tower", "all")]["n"]
