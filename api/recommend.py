@@ -64,6 +64,19 @@ def parse_request(body) -> dict:
     return {"user_id": req.user_id, "candidates": req.candidates, "k": req.k, "page": req.page}
 
 
+def _retrieve(rt, user_id: int, live: list, stream_df, now) -> tuple[list, list, str] | None:
+    """The retrieval channels' candidates (api.retrieval), or None: no active two-tower, or it
+    failed (logged; the request goes on with every live stream, as without retrieval)."""
+    if rt.store_breaker.open_reason():
+        return None
+    try:
+        return rt.retrieval.candidates(rt.online, user_id, live, popularity(stream_df), now.timestamp())
+    except Exception as exc:
+        log.error("retrieval failed for user %s (every live stream is a candidate): %s: %s", user_id,
+                  type(exc).__name__, exc)
+        return None
+
+
 class StoreUnreadable(Exception):
     """The user's rows could not be read from the online store (no model can score)."""
 
@@ -159,12 +172,19 @@ def recommend():
     now = datetime.now(timezone.utc)
     user_id, k, page = req["user_id"], req["k"], req["page"]
 
+    sources = retrieval_version = None
     try:
         snapshot = rt.snapshot
         cands = req["candidates"] if req["candidates"] is not None else snapshot.live_ids()
         stream_df, categories, unknown = snapshot.rows(cands) if cands else (None, [], [])
         limit = current_app.config["MAX_CANDIDATES"]
-        if req["candidates"] is None and len(cands) > limit:
+        if req["candidates"] is None and cands and current_app.config.get("SERVE_RETRIEVAL", True):
+            got = _retrieve(rt, user_id, list(cands), stream_df, now)
+            if got is not None:
+                cands, sources, retrieval_version = got
+                stream_df, categories, unknown = snapshot.rows(cands)
+        timer.lap("retrieval")
+        if req["candidates"] is None and sources is None and len(cands) > limit:
             # more streams live than one request scores: the most popular MAX_CANDIDATES of them
             keep = np.sort(np.argsort(-popularity(stream_df), kind="stable")[:limit])
             cands = [cands[i] for i in keep]
@@ -231,6 +251,10 @@ def recommend():
     order = np.argsort(-scores, kind="stable")[:k]
     items = [{"stream_id": int(cands[i]), "score": float(scores[i]) if np.isfinite(scores[i]) else None,
               "position": pos} for pos, i in enumerate(order, start=1)]
+    if sources is not None:               # which retrieval channel brought each item
+        for it, i in zip(items, order):
+            it["source"] = sources[i]
+        answer["retrieval"] = {"version": retrieval_version, "candidates": len(cands)}
     timer.lap("score")
     answer["impressions"] = log_impressions(rt, request_id, user_id, page, items, now, model_version)
     timer.lap("log")

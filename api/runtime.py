@@ -64,6 +64,7 @@ class Runtime:
         self._snapshot = None
         self._models = None
         self._ranker = None
+        self._retrieval = None
         self._celery = None
         self._journal = None
         self.closed = False
@@ -122,6 +123,19 @@ class Runtime:
         return self._ranker
 
     @property
+    def retrieval(self):
+        """The retrieval stage (api.retrieval): the active two-tower and its live-stream index."""
+        if self._retrieval is None:
+            with self._lock:
+                if self._retrieval is None:
+                    from .retrieval import Retrieval
+                    self._retrieval = Retrieval(self.settings, lambda: self.snapshot,
+                                                check_s=self.config.get("MODEL_CHECK_S", 2.0),
+                                                background=bool(self.config.get("SNAPSHOT_BACKGROUND", True))
+                                                and not self.closed)
+        return self._retrieval
+
+    @property
     def celery(self):
         if self._celery is None:
             with self._lock:
@@ -157,6 +171,9 @@ class Runtime:
             snap, self._snapshot = self._snapshot, None
             celery, self._celery = self._celery, None
             journal, self._journal = self._journal, None
+            retrieval, self._retrieval = self._retrieval, None
+        if retrieval is not None:
+            retrieval.close()
         if snap is not None:
             snap.stop()
         if journal is not None:

@@ -136,6 +136,8 @@ class RankedItem(_Answer):
     stream_id: int
     score: Optional[float]
     position: int = Field(ge=1, description="1 = top")
+    source: Optional[Literal["repeat", "ann", "popular"]] = Field(
+        None, description="the retrieval channel that brought it (when the candidates were retrieved)")
 
 
 class Impressions(_Answer):
@@ -152,6 +154,7 @@ class RecommendAnswer(_Answer):
     model: ModelRef
     items: list[RankedItem]
     impressions: Optional[Impressions] = Field(None, description="the answer's items as logged impression events")
+    retrieval: Optional[dict] = Field(None, description="{version, candidates}: the two-tower that retrieved them")
     reason: Optional[str] = None
 
 

@@ -2,7 +2,8 @@
 api/gunicorn_conf.py).
 
 A cold worker creates everything on its first requests: Feast's registry and the direct readers,
-the candidate snapshot, the model artifacts (LightGBM, the ranker's torch modules), torch's first
+the candidate snapshot, the model artifacts (LightGBM, the ranker's torch modules, the retrieval
+two-tower and its live index), torch's first
 forward — measured on the landed code, its first ``/readyz`` was a 503 for ~3 s (a check past its
 timeout) and its first recommend took up to 8 s. :func:`warm_up` does that work once, in order,
 before gunicorn lets the worker accept: open the stores, read the snapshot, load the active
@@ -55,6 +56,7 @@ def warm_up(app) -> dict:
         ranker = step("ranker", lambda: rt.ranker.get()[0])
         gbdt = step("gbdt", lambda: rt.models.get()[0])
         model = ranker or gbdt
+        step("retrieval", lambda: rt.retrieval.current())
 
         def score():
             cands = snapshot.live_ids()[:WARM_CANDIDATES]

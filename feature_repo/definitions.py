@@ -84,8 +84,10 @@ VIEW_FEATURES: dict[str, list[tuple[str, str]]] = {
                                                                          ("rt_items", "int64_list"),
                                                                          ("rt_steps", "int64_list")],
     # push view, per user: the last RECENT_N distinct streams (click/watch) and items
-    # (item_click/purchase) before T, most recent first.
-    "user_recent": [("recent_streams", "int64_list"), ("recent_items", "int64_list")],
+    # (item_click/purchase) before T, most recent first; recent_stream_ts[i] = epoch seconds of the
+    # latest click/watch of recent_streams[i] (the retrieval user tower's time gaps).
+    "user_recent": [("recent_streams", "int64_list"), ("recent_items", "int64_list"),
+                    ("recent_stream_ts", "int64_list")],
 }
 
 VIEW_ENTITIES: dict[str, list[str]] = {

@@ -56,7 +56,7 @@ from .definitions import RT_BUCKET_S, RT_COUNTERS, RT_ITEMS_WINDOW, RT_STEP_WIDT
 
 # ----------------------------------------------------------------------------- raw refs
 _SKIP_REFS = {("user_recent", "recent_items"), ("stream_realtime", "rt_items"),   # not used by the GBDT
-              ("stream_realtime", "rt_steps")}
+              ("stream_realtime", "rt_steps"), ("user_recent", "recent_stream_ts")}
 
 
 def _refs(views) -> list[str]:
@@ -78,6 +78,9 @@ assert [r.split(":")[1] for r in SEQUENCE_REFS] == SEQUENCE_COLUMNS
 # offline log's own rows are exact at every instant)
 SCHEDULE_REF = "stream_realtime:rt_steps"
 SCHEDULE_COLUMN = "rt_steps"
+# the times of the user's recent streams: read online by retrieval's user tower (retrieval/), not a
+# ranker input
+RECENT_TS_REFS = ["user_recent:recent_streams", "user_recent:recent_stream_ts"]
 
 _RATIO_PARTS = ("ctr_", "cvr_", "stay_mean_")
 _INTERNAL = {"us_last_interaction_epoch", "rt_epoch", "recent_streams"}   # inputs of derived columns

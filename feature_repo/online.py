@@ -21,7 +21,7 @@ import pandas as pd
 
 from .columns import Columns, object_array
 from .definitions import RT_ITEMS_WINDOW, RT_WINDOWS, VIEW_FEATURES
-from .features import (FEATURE_COLUMNS, SCHEDULE_COLUMN, SCHEDULE_REF, SEQUENCE_COLUMNS, SEQUENCE_REFS,
+from .features import (FEATURE_COLUMNS, RECENT_TS_REFS, SCHEDULE_COLUMN, SCHEDULE_REF, SEQUENCE_COLUMNS, SEQUENCE_REFS,
                        STREAM_FEATURE_REFS, STREAM_VIEWS, USER_FEATURE_REFS, _int_list, derive_arrays,
                        derive_features, expire_lists)
 
@@ -145,6 +145,12 @@ class OnlineFeatures:
             if c in _LIST_COLUMNS:
                 data[c] = object_array(data[c])
         return {c: data[c] for c in ["user_id", "stream_id", "category_id"] + cols}
+
+    def user_recent(self, user_id: int) -> tuple[list, list]:
+        """The user's recent streams (most recent first) and the epoch seconds of the latest
+        click / watch of each: ``([], [])`` for a user with none (retrieval's user tower)."""
+        resp = self._read(RECENT_TS_REFS, {"user_id": [int(user_id)]})
+        return _int_list(resp["recent_streams"][0]), _int_list(resp["recent_stream_ts"][0])
 
     def user_row(self, user_id: int) -> dict:
         """The user's own features (user_stats and recent lists) as a dict."""

@@ -585,34 +585,48 @@ def _recent_view(ev: pd.DataFrame, *, b_us: int, origin_us: int, t_end: int) -> 
                                         ev["item_id"].fillna(-1).to_numpy(dtype=np.int64)[sel])})
     sub = sub[sub["k"] < t_end]
     sub = sub.sort_values(["user_id", "us"], kind="stable")
-    users, ks, flags, objs = (sub[c].tolist() for c in ("user_id", "k", "is_s", "obj"))
-    out_u, out_t, out_s, out_i = [], [], [], []
+    users, ks, flags, objs, uss = (sub[c].tolist() for c in ("user_id", "k", "is_s", "obj", "us"))
+    out_u, out_t, out_s, out_i, out_st = [], [], [], [], []
     n = len(users)
     cur_user = None
     streams: list = []
+    stream_ts: list = []           # aligned with streams: epoch seconds of each one's latest event
     items: list = []
     last_s: list = []
+    last_st: list = []
     last_i: list = []
     for i in range(n):
         u = users[i]
         if u != cur_user:
-            cur_user, streams, items, last_s, last_i = u, [], [], None, None
-        lst = streams if flags[i] else items
+            cur_user, streams, stream_ts, items, last_s, last_st, last_i = u, [], [], [], None, None, None
         o = objs[i]
-        if o in lst:
-            lst.remove(o)
-        lst.insert(0, o)
-        if len(lst) > RECENT_N:
-            lst.pop()
-        if (i + 1 == n or users[i + 1] != u or ks[i + 1] != ks[i]) and (streams != last_s or items != last_i):
-            last_s, last_i = list(streams), list(items)
+        if flags[i]:
+            if o in streams:
+                j = streams.index(o)
+                del streams[j]
+                del stream_ts[j]
+            streams.insert(0, o)
+            stream_ts.insert(0, uss[i] // 1_000_000)
+            if len(streams) > RECENT_N:
+                streams.pop()
+                stream_ts.pop()
+        else:
+            if o in items:
+                items.remove(o)
+            items.insert(0, o)
+            if len(items) > RECENT_N:
+                items.pop()
+        if (i + 1 == n or users[i + 1] != u or ks[i + 1] != ks[i]) and \
+                (streams != last_s or items != last_i or stream_ts != last_st):
+            last_s, last_st, last_i = list(streams), list(stream_ts), list(items)
             out_u.append(u)
             out_t.append(ks[i] + 1)
             out_s.append(last_s)
+            out_st.append(last_st)
             out_i.append(last_i)
     t_us = np.asarray(out_t, dtype=np.int64) * b_us + origin_us
     return _finish(view, {"user_id": np.asarray(out_u, dtype=np.int64)}, t_us,
-                   {"recent_streams": out_s, "recent_items": out_i})
+                   {"recent_streams": out_s, "recent_items": out_i, "recent_stream_ts": out_st})
 
 
 def _categories(ev: pd.DataFrame, streams: Optional[pd.DataFrame], items: Optional[pd.DataFrame]) -> pd.Series:

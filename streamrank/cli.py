@@ -109,6 +109,9 @@ def run_pipeline(settings, *, end: str | None = None, timeout: float = 3600.0) -
     print("pipeline: transformer ranker (GBDT leaves + Metapath2vec + sequences, MMoE, Biasnet)", flush=True)
     out["ranker"] = _wait(celery.send_task(TASK_NAMES["train_ranker"], kwargs={"end": end}), "train_ranker",
                           timeout)
+    print("pipeline: retrieval two-tower (Metapath2vec vectors + the users' recent streams)", flush=True)
+    out["retrieval"] = _wait(celery.send_task(TASK_NAMES["train_retrieval"], kwargs={"end": end}), "train_retrieval",
+                             timeout)
     return out
 
 

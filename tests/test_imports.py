@@ -22,5 +22,5 @@ def test_no_heavy_import(stmt):
 def test_cli_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "streamrank.cli", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
-    for cmd in ("ingest", "pipeline", "worker", "beat", "serve", "evaluate", "evaluate-graph", "run"):
+    for cmd in ("ingest", "pipeline", "worker", "beat", "serve", "evaluate", "evaluate-graph", "evaluate-retrieval", "run"):
         assert cmd in out.stdout

@@ -5,7 +5,7 @@ Importing this module reads no environment variable and imports neither torch no
 
 - ``realtime``  push_realtime: small, frequent, latency matters
 - ``default``   compute_statistics / materialize
-- ``training``  train_gbdt, train_graph_embeddings (torch): run it with ``--pool=solo``
+- ``training``  train_gbdt, train_graph_embeddings, train_ranker, train_retrieval (torch): run it with ``--pool=solo``
 
 The beat schedule is :data:`BEAT_SCHEDULE` below, in one readable place. It is what beat runs
 unless ``STREAMRANK_BEAT_SCHEDULE`` (``Settings.beat_schedule``) overrides entries of it by name:
@@ -37,6 +37,7 @@ TASK_NAMES = {
     "train_gbdt": "streamrank.train_gbdt",
     "train_graph_embeddings": "streamrank.train_graph_embeddings",
     "train_ranker": "streamrank.train_ranker",
+    "train_retrieval": "streamrank.train_retrieval",
     "recover_jobs": "streamrank.recover_jobs",
 }
 
@@ -49,6 +50,8 @@ BEAT_SCHEDULE = {
     "gbdt-daily": {"task": TASK_NAMES["train_gbdt"], "schedule": crontab(hour=3, minute=0)},
     # the transformer ranker daily at 04:00 UTC (after the embeddings and V1, whose outputs it reads)
     "ranker-daily": {"task": TASK_NAMES["train_ranker"], "schedule": crontab(hour=4, minute=0)},
+    # the retrieval two-tower daily at 05:00 UTC (reads the active embeddings)
+    "retrieval-daily": {"task": TASK_NAMES["train_retrieval"], "schedule": crontab(hour=5, minute=0)},
     # jobs whose worker died mid-run (lease expired) are sent again; every worker also does this
     "recover-jobs": {"task": TASK_NAMES["recover_jobs"], "schedule": 60.0},
 }
@@ -121,6 +124,7 @@ TASK_ROUTES = {
     TASK_NAMES["train_gbdt"]: {"queue": "training"},
     TASK_NAMES["train_graph_embeddings"]: {"queue": "training"},
     TASK_NAMES["train_ranker"]: {"queue": "training"},
+    TASK_NAMES["train_retrieval"]: {"queue": "training"},
     TASK_NAMES["recover_jobs"]: {"queue": "default"},
 }
 

@@ -112,6 +112,17 @@ def train_graph_embeddings(self, end: Optional[str] = None) -> dict:
     return train_and_register_embeddings(settings, end=_parse_time(end))
 
 
+@app.task(name=TASK_NAMES["train_retrieval"], bind=True)
+def train_retrieval(self, end: Optional[str] = None) -> dict:
+    """The retrieval two-tower (retrieval/job.py); one registered version per data version,
+    promoted only if its held-out recall is not below the active version's."""
+    from retrieval.job import train_and_register_retrieval
+
+    row = train_and_register_retrieval(_settings(), end=_parse_time(end))
+    return {k: v for k, v in row.items() if k in ("name", "version", "status", "artifact_path", "data_version",
+                                                  "metrics", "skipped")}
+
+
 @app.task(name=TASK_NAMES["train_ranker"], bind=True)
 def train_ranker(self, end: Optional[str] = None) -> dict:
     """The transformer ranker (GBDT leaves of the active V1, Metapath2vec vectors of the active

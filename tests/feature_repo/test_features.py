@@ -3,16 +3,16 @@ import numpy as np
 import pandas as pd
 
 from feature_repo.definitions import RT_ITEMS_N, RT_ITEMS_WINDOW, RT_WINDOWS, VIEW_FEATURES
-from feature_repo.features import (FEATURE_COLUMNS, GBDT_FEATURE_REFS, SCHEDULE_REF, SEQUENCE_COLUMNS,
-                                   SEQUENCE_REFS, derive_features, expire_lists)
+from feature_repo.features import (FEATURE_COLUMNS, GBDT_FEATURE_REFS, RECENT_TS_REFS, SCHEDULE_REF,
+                                   SEQUENCE_COLUMNS, SEQUENCE_REFS, derive_features, expire_lists)
 
 
 def test_sequence_refs_are_not_gbdt_features():
     assert SEQUENCE_REFS == ["user_recent:recent_items", "user_recent:recent_streams", "stream_realtime:rt_items"]
     assert SEQUENCE_COLUMNS == ["recent_items", "recent_streams", "rt_items"]
     lists = {f"{v}:{n}" for v in VIEW_FEATURES for n, dt in VIEW_FEATURES[v] if dt == "int64_list"}
-    assert lists == set(SEQUENCE_REFS) | {SCHEDULE_REF}
-    assert SCHEDULE_REF not in GBDT_FEATURE_REFS
+    assert lists == set(SEQUENCE_REFS) | {SCHEDULE_REF, RECENT_TS_REFS[1]}
+    assert SCHEDULE_REF not in GBDT_FEATURE_REFS and RECENT_TS_REFS[1] not in GBDT_FEATURE_REFS
     assert ("stream_realtime:rt_items" not in GBDT_FEATURE_REFS and "user_recent:recent_items" not in GBDT_FEATURE_REFS)
     assert "user_recent:recent_streams" in GBDT_FEATURE_REFS           # input of recent_stream_rank
     assert not set(SEQUENCE_COLUMNS) & set(FEATURE_COLUMNS)

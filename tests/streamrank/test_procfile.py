@@ -224,7 +224,7 @@ def test_the_procfile_boots_serves_schedules_and_stops_cleanly(tmp_path):
         # beat on a short schedule; the daily training entries off, so that none starts mid-test by the
         # clock (the solo training worker would finish it before it stops)
         "STREAMRANK_BEAT_SCHEDULE": (f"statistics-hourly={PERIOD_S},graph-embeddings-daily=off,gbdt-daily=off,"
-                                     "ranker-daily=off"),
+                                     "ranker-daily=off,retrieval-daily=off"),
     })
     settings = Settings.from_env(env).ensure_dirs()
     logs = tmp_path / "logs"
