@@ -17,6 +17,16 @@ N_ALWAYS_LIVE = 10
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
     """Settings of a small simulated world: events ingested, statistics materialized into Feast."""
+    return make_world(tmp_path_factory.mktemp("api-world") / "var")
+
+
+@pytest.fixture(scope="session")
+def world_factory(tmp_path_factory):
+    """make_world for a test that writes a lot into its world (fuzzing) and must not share one."""
+    return lambda name: make_world(tmp_path_factory.mktemp(name) / "var")
+
+
+def make_world(home):
     from feature_repo.statistics import run_statistics
     from feature_repo.store import apply_definitions
     from store.ingest import upsert_catalog
@@ -24,7 +34,7 @@ def world(tmp_path_factory):
     from store.sources import ingest_source
     from store.sources.simulator import SimConfig, simulate
 
-    settings = Settings(home=tmp_path_factory.mktemp("api-world") / "var").ensure_dirs()
+    settings = Settings(home=home).ensure_dirs()
     end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     data = simulate(SimConfig(seed=7, n_users=N_USERS, n_streams=24, n_items=80, n_categories=4, days=3,
                               requests_per_day=150, end=end))

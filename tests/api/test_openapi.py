@@ -15,9 +15,11 @@ STATUSES: dict[str, list[int]] = {}
 
 
 @pytest.fixture(scope="module")
-def contract_app(world, gbdt_trainer):
-    """One app for the whole schemathesis run: the API key on, a GBDT model active (the scoring
-    path is fuzzed, not only the popularity fallback)."""
+def contract_app(world_factory, gbdt_trainer):
+    """One app for the whole schemathesis run, on a world of its own (the fuzzed events and
+    impressions would change what later tests train on): the API key on, a GBDT model active
+    (the scoring path is fuzzed, not only the popularity fallback)."""
+    world = world_factory("contract-world")
     from api import close_app, create_app
     from store.registry import list_models, promote, register_model, reject
     _, path = gbdt_trainer(world)
