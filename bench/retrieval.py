@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="index build threads")
     ap.add_argument("--uniform", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ef", type=int, default=None, help="hnswlib search ef (default: LiveIndex's)")
     args = ap.parse_args(argv)
 
     import torch
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
     ids = np.arange(1, n + 1, dtype=np.int64)
     print(f"{n} stream vectors ready", file=sys.stderr, flush=True)
 
-    index = LiveIndex(64, threads=args.threads)
+    index = LiveIndex(64, threads=args.threads, **({"ef": args.ef} if args.ef else {}))
     t0 = time.perf_counter()
     index.sync((ids, vecs))
     build_s = time.perf_counter() - t0
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
         t_q.append(time.perf_counter() - t1)
         exact = ids[np.argpartition(-(vecs @ u[0]), 100)[:100]]
         recalls.append(len(set(found[:100].tolist()) & set(exact.tolist())) / 100)
-    print(json.dumps({"bench": "ann", "recall@100": round(float(np.mean(recalls)), 4), "k": 150,
+    print(json.dumps({"bench": "ann", "recall@100": round(float(np.mean(recalls)), 4), "k": 150, "ef": index.ef,
                       "p50_ms": pct(t_q, 50), "p99_ms": pct(t_q, 99)}), flush=True)
 
     t_r = []

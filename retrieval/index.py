@@ -134,9 +134,10 @@ class LiveIndex:
     Args:
         dim (int): vector dimension ``d``.
         capacity (int): initial room (vectors); the index grows past it by doubling.
-        ef (int): hnswlib search width (``max(ef, k)`` is used). 400 gives recall@100 0.97 on
-            uniform random 64-d vectors at 20k but only 0.82 at 100k (800: 0.94); clustered
-            vectors reach 0.99 at 100; ``bench/ann_choice.py`` prints the trade-off.
+        ef (int): hnswlib search width (``max(ef, k)`` is used). Default 1200: recall@100 0.975 at
+            p50 1.8 ms on 100k stream-tower vectors (``bench/retrieval.py``; ef 400: 0.84, ef 800:
+            0.946); uniform random vectors need more (ef 800: 0.94), clustered ones less (ef 100:
+            0.99); ``bench/ann_choice.py`` prints the trade-off.
         M (int), ef_construction (int): hnswlib graph parameters.
         exact_below (int): below this many vectors search is exact (numpy).
         write_chunk (int): vectors added per exclusive lock hold (bounds a search's wait).
@@ -150,7 +151,7 @@ class LiveIndex:
         ids, scores = index.search(user_vec, k=100)
     """
 
-    def __init__(self, dim: int, *, capacity: int = 1024, ef: int = 400, M: int = 16,
+    def __init__(self, dim: int, *, capacity: int = 1024, ef: int = 1200, M: int = 16,
                  ef_construction: int = 128, exact_below: int = 2000, write_chunk: int = 16,
                  threads: int = 1, seed: int = 100) -> None:
         if dim <= 0:
