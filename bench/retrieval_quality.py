@@ -59,8 +59,8 @@ dim ``--dim`` (64, the product's), padding row 0 (``padding_idx=0``), the librar
   1e-4 the capsule squash (``|v|^2 / (1 + |v|^2) v / |v|`` ~ ``|v| v`` for small v) makes the
   interest vectors and their gradients vanish — on the VALIDATION queries (seed 0, lr 1e-3) the
   mrr was 0.0040 after 2 epochs (chance ~ 0.004) and 0.034 after 8, vs 0.012 / 0.139 with 0.05.
-  (GRU4Rec was not helped by 0.05 — valid mrr 0.048 vs 0.068 after 2 epochs — so it keeps the
-  default; SASRec keeps it untested.) No TEST number was looked at for this choice.
+  (GRU4Rec was not helped by 0.05 — valid mrr 0.048 vs 0.067 after 2 epochs — so it keeps the
+  default; SASRec was not tried.) No TEST number was looked at for this choice.
 
 ``const``: GRU4Rec and MIND require a non-empty ``user_features`` list (their user tower embeds it
 and ``EmbeddingLayer`` refuses an empty one); the product's user tower has no user-id input, so they
@@ -90,8 +90,9 @@ the embedding dim; GRU4Rec/MIND store ``temperature`` but never apply it):
   ``--epochs`` 6 epochs — a TIME cap (the product trains up to 8): one epoch of the 57,880 fitting
   queries took ~40 s (SASRec), ~22 s (GRU4Rec), ~7 s (MIND) on one busy core, so 3 seeds x 3 models
   x 6 epochs is ~22 min. All three were still improving on validation at 6 epochs (seed 0 valid
-  mrr, epochs 6 -> 8/10: SASRec 0.123 -> ?, GRU4Rec 0.111 -> 0.118 (8), MIND 0.120 -> 0.145 (10)),
-  so these numbers are a lower bound for the architectures; ``--epochs 10`` for a longer run.
+  mrr at epoch 6 -> best within 15: SASRec 0.123 -> 0.155 (15), GRU4Rec 0.116 -> 0.141 (15), MIND
+  0.120 -> 0.152 (11)), so the default numbers are a lower bound for the architectures;
+  ``--epochs 15`` for a longer run (SASRec alone ~11 min per seed).
   Early stopping on the validation mrr over the whole catalog (ties counted against, as the
   product's), patience 2, best epoch restored;
 - seeds: ``random``, ``numpy``, ``torch.manual_seed(seed)``, batch order from
