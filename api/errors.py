@@ -2,8 +2,8 @@
 
 Every error answer is ``{"error": <short code>, "detail": <human message>}`` (plus optional
 extra keys, e.g. ``errors`` for a rejected event batch). Bad input is always a 4xx: the body is
-parsed here (strict JSON: no NaN / Infinity, bounded size and depth) and the routes validate types
-with :func:`int_field` & co. (a boolean is NOT an integer, a float is not an id).
+parsed here (strict JSON: no NaN / Infinity, repeated keys, bounded size and depth); the routes
+validate it with the schemas of :mod:`api.schemas` (a boolean is NOT an integer, a float is not an id).
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
 
-INT64_MAX = 2 ** 63 - 1
 
 
 class ApiError(Exception):
@@ -130,19 +129,6 @@ def json_body() -> Any:
         raise bad_request(f"malformed JSON: {str(exc)[:200] or 'nested too deeply'}", code="invalid_json") from None
 
 
-def json_object(allowed: Optional[set] = None) -> dict:
-    """The body as a JSON object; with ``allowed``, any other key is a 400 (typos never pass silently)."""
-    body = json_body()
-    if not isinstance(body, dict):
-        raise bad_request(f"the body must be a JSON object, got {json_type(body)}")
-    if allowed is not None:
-        unknown = sorted(k for k in body if k not in allowed)
-        if unknown:
-            raise bad_request(f"unknown field(s) {', '.join(repr(k[:40]) for k in unknown[:10])}; "
-                              f"allowed: {', '.join(sorted(allowed))}", code="unknown_field")
-    return body
-
-
 def json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -161,31 +147,7 @@ def json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def int_field(name: str, value: Any, *, minimum: int = 0, maximum: int = INT64_MAX) -> int:
-    """A JSON integer in [minimum, maximum]; booleans, floats (even 3.0) and strings are rejected."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise bad_request(f"{name} must be an integer, got {json_type(value)}", code="invalid_field")
-    if value < minimum or value > maximum:
-        raise bad_request(f"{name} must be between {minimum} and {maximum}, got {value}", code="invalid_field")
-    return value
-
-
 def text_problem(value: str) -> Optional[str]:
     """Why a string cannot be stored as text (None when it can): NUL bytes, lone surrogates."""
     from store.ingest import text_problem as _problem
     return _problem(value)
-
-
-def str_field(name: str, value: Any, *, max_len: int, pattern: Optional[str] = None) -> str:
-    if not isinstance(value, str):
-        raise bad_request(f"{name} must be a string, got {json_type(value)}", code="invalid_field")
-    if not value.strip():
-        raise bad_request(f"{name} must not be empty", code="invalid_field")
-    if len(value) > max_len:
-        raise bad_request(f"{name} must be at most {max_len} characters, got {len(value)}", code="invalid_field")
-    problem = text_problem(value)
-    if problem:
-        raise bad_request(f"{name} {problem}", code="invalid_field")
-    if pattern is not None and not re.fullmatch(pattern, value):
-        raise bad_request(f"{name} must match {pattern}", code="invalid_field")
-    return value

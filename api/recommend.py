@@ -180,9 +180,12 @@ def recommend():
         limit = current_app.config["MAX_CANDIDATES"]
         if req["candidates"] is None and cands and current_app.config.get("SERVE_RETRIEVAL", True):
             got = _retrieve(rt, user_id, list(cands), stream_df, now)
-            if got is not None:
+            if got is not None:            # the retrieved ones: rows of what was just read
+                at = {sid: i for i, sid in enumerate(cands)}
+                keep = [at[sid] for sid in got[0]]
                 cands, sources, retrieval_version = got
-                stream_df, categories, unknown = snapshot.rows(cands)
+                categories = [categories[i] for i in keep]
+                stream_df = stream_df.iloc[keep].reset_index(drop=True)
         timer.lap("retrieval")
         if req["candidates"] is None and sources is None and len(cands) > limit:
             # more streams live than one request scores: the most popular MAX_CANDIDATES of them

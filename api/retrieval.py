@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Optional
 
 import numpy as np
@@ -87,8 +86,9 @@ class Retrieval:
                 self._live_key = None
             key = (loaded.version, tuple(live))
             if key != self._live_key:
-                ids = [s for s in live if model.known([s])[0]]
-                cur[1].sync((np.asarray(ids, dtype=np.int64), model.stream_vectors(ids)))
+                ids = np.asarray(live, dtype=np.int64)
+                ids = ids[model.known(ids)]
+                cur[1].sync((ids, model.stream_vectors(ids)))
                 self._live_key = key
                 self.syncs += 1
             self._index = cur

@@ -195,7 +195,7 @@ def _where(loc: tuple) -> str:
     return out or "body"
 
 
-def parse(model: type[BaseModel], data: Any, *, allowed_hint: bool = True) -> BaseModel:
+def parse(model: type[BaseModel], data: Any) -> BaseModel:
     """``model`` validated from ``data``, or a 400 ApiError in the API's shape: ``missing_field``,
     ``unknown_field`` or ``invalid_field`` (the first problem in the detail, all in ``errors``)."""
     if not isinstance(data, dict):
@@ -212,9 +212,8 @@ def parse(model: type[BaseModel], data: Any, *, allowed_hint: bool = True) -> Ba
     elif kind == "extra_forbidden":
         unknown = [_where(p["loc"]) for p in problems if p["type"] == "extra_forbidden"]
         code = "unknown_field"
-        detail = f"unknown field(s) {', '.join(repr(u[:40]) for u in unknown[:10])}"
-        if allowed_hint:
-            detail += f"; allowed: {', '.join(model.model_fields)}"
+        detail = (f"unknown field(s) {', '.join(repr(u[:40]) for u in unknown[:10])}; "
+                  f"allowed: {', '.join(model.model_fields)}")
     else:
         code = "invalid_field"
         msg = first["msg"].removeprefix("Value error, ")

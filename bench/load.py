@@ -20,7 +20,6 @@ import http.client
 import json
 import random
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -32,7 +31,7 @@ for _p in (ROOT, ROOT / "bench"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from recommend import _tree, build_world, http_post, pct, run_pipeline, serve_gunicorn  # noqa: E402
+from recommend import _tree, bench_home, build_world, http_post, pct, run_pipeline, serve_gunicorn  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -124,15 +123,9 @@ def main(argv=None) -> int:
     import logging
     logging.basicConfig(level=logging.WARNING)
     from store.ingest import live_stream_ids, load_catalog
-    from store.settings import Settings
-    tmp = None
-    home = args.home
-    if home is None:
-        tmp = tempfile.TemporaryDirectory(prefix="streamrank-load-")
-        home = Path(tmp.name) / "var"
-    settings = Settings(home=home, api_key=None).ensure_dirs()
-    db_file = Path(home) / "streamrank.db"
-    if not (db_file.exists() and db_file.stat().st_size > 100_000):
+    settings, tmp, fresh = bench_home(args.home, "streamrank-load-")
+    home = settings.home
+    if fresh:
         world = argparse.Namespace(streams=120, users=800, items=600, days=3, requests_per_day=600, seed=args.seed,
                                    min_live=20, candidates=20)
         print(f"world: building a small one in {home}")

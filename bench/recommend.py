@@ -66,6 +66,19 @@ def row(name: str, s: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- world
+def bench_home(home, prefix: str):
+    """``(settings, tmp, fresh)`` of a bench's world folder: ``home``, or a temporary one (``tmp``
+    keeps it alive) when None; ``fresh`` when it holds no event log yet."""
+    from store.settings import Settings
+    tmp = None
+    if home is None:
+        tmp = tempfile.TemporaryDirectory(prefix=prefix)
+        home = Path(tmp.name) / "var"
+    settings = Settings(home=home, api_key=None).ensure_dirs()
+    db_file = Path(home) / "streamrank.db"
+    return settings, tmp, not (db_file.exists() and db_file.stat().st_size > 100_000)
+
+
 def build_world(settings, args) -> dict:
     from store.ingest import live_stream_ids
     from store.sources import ingest_source
@@ -328,16 +341,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     from store.ingest import live_stream_ids, load_catalog
-    from store.settings import Settings
 
-    tmp = None
-    home = args.home
-    if home is None:
-        tmp = tempfile.TemporaryDirectory(prefix="streamrank-bench-")
-        home = Path(tmp.name) / "var"
-    settings = Settings(home=home, api_key=None).ensure_dirs()
-    db_file = Path(home) / "streamrank.db"
-    fresh = not (db_file.exists() and db_file.stat().st_size > 100_000)
+    settings, tmp, fresh = bench_home(args.home, "streamrank-bench-")
+    home = settings.home
     print(f"world: {home} ({'building' if fresh else 'reusing'})")
     if fresh:
         build_world(settings, args)

@@ -198,5 +198,29 @@ def events_as_rows(user, stream, ts_s) -> Sessions:
     return Sessions.from_watches(user, stream, ts_s, session_gap_s=-1.0)
 
 
+def category_rows(vocab: Vocab, stream_ids, categories, universe=None) -> tuple[np.ndarray, int]:
+    """``([N + 1] category row of each stream row (0 = unknown), number of categories)``: the
+    categories of ``universe`` (default: those given) are rows ``1..C``."""
+    categories = np.asarray(categories, dtype=np.int64)
+    uniq = np.unique(categories if universe is None else np.asarray(universe, dtype=np.int64))
+    out = np.zeros(len(vocab) + 1, np.int64)
+    out[vocab.rows(stream_ids)] = np.searchsorted(uniq, categories) + 1
+    return out, max(len(uniq), 1)
+
+
+def stream_stats(vocab: Vocab, sessions: Sessions, user_ids, stream_ids) -> tuple[np.ndarray, np.ndarray]:
+    """``(popularity [N + 1], stats [N + 1, 2])`` of the training window: sessions per stream, and
+    the standardised log sessions / log distinct viewers (``user_ids`` x ``stream_ids`` watches);
+    row 0 is zero."""
+    n = len(vocab)
+    pop = np.bincount(vocab.rows(sessions.stream), minlength=n + 1).astype(np.float64)
+    pairs = pd.DataFrame({"u": np.asarray(user_ids, np.int64), "s": np.asarray(stream_ids, np.int64)}).drop_duplicates()
+    distinct = np.bincount(vocab.rows(pairs["s"]), minlength=n + 1).astype(np.float64)
+    stats = np.stack([np.log1p(pop), np.log1p(distinct)], axis=1)
+    stats[1:] = (stats[1:] - stats[1:].mean(0)) / (stats[1:].std(0) + 1e-9)
+    stats[0] = 0
+    return pop, stats.astype(np.float32)
+
+
 __all__ = ["GAP_BUCKETS", "gap_bucket", "Vocab", "Sessions", "windows", "distinct_windows", "QueryBatch",
-           "query_batch", "training_queries", "events_as_rows"]
+           "query_batch", "training_queries", "events_as_rows", "category_rows", "stream_stats"]

@@ -29,7 +29,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .data import Sessions, Vocab, events_as_rows, query_batch, training_queries
+from .data import Sessions, Vocab, category_rows, events_as_rows, query_batch, stream_stats, training_queries
 from .metrics import from_ranks, rank_stats, ranked_list_stats
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ class World:
         self.train, self.test = train, test
         both = pd.concat([train, test], ignore_index=True)
         self.vocab = Vocab(both["stream_id"].to_numpy())
-        n = len(self.vocab)
         # histories: every watch (the last distinct streams at their latest time, as Feast serves
         # them); training targets: session starts (a 2-hour watch is one target, not twelve)
         self.sessions = events_as_rows(both["user_id"], both["stream_id"], both["ts"])
@@ -69,19 +68,10 @@ class World:
         src = train if len(train) else both
         top = (src.groupby(["stream_id", "category"]).size().rename("n").reset_index()
                .sort_values(["stream_id", "n"], ascending=[True, False]).drop_duplicates("stream_id"))
-        cats = np.unique(both["category"].to_numpy())
-        self.category = np.zeros(n + 1, np.int64)
-        self.category[self.vocab.rows(top["stream_id"])] = np.searchsorted(cats, top["category"]) + 1
-        self.n_categories = len(cats)
+        self.category, self.n_categories = category_rows(self.vocab, top["stream_id"], top["category"],
+                                                         universe=both["category"].to_numpy())
         # popularity and stats from TRAIN sessions only
-        tr_rows = self.vocab.rows(self.train_sessions.stream)
-        self.popularity = np.bincount(tr_rows, minlength=n + 1).astype(np.float64)
-        viewers = train.drop_duplicates(["user_id", "stream_id"])
-        distinct = np.bincount(self.vocab.rows(viewers["stream_id"]), minlength=n + 1).astype(np.float64)
-        stats = np.stack([np.log1p(self.popularity), np.log1p(distinct)], axis=1)
-        stats[1:] = (stats[1:] - stats[1:].mean(0)) / (stats[1:].std(0) + 1e-9)
-        stats[0] = 0
-        self.stats = stats.astype(np.float32)
+        self.popularity, self.stats = stream_stats(self.vocab, self.train_sessions, train["user_id"], train["stream_id"])
         # queries: every TEST row, history from both files
         self.q = query_batch(self.sessions, self.vocab, test["user_id"], test["stream_id"], test["ts"],
                              seq_len=seq_len, long_len=long_len)

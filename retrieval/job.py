@@ -85,7 +85,7 @@ def _train(settings, key, job, events, catalog, *, valid_frac, epochs, interests
     from store.registry import active_model, promote, register_model
 
     from .artifact import RetrievalModel, save
-    from .data import Sessions, Vocab, events_as_rows, training_queries
+    from .data import Sessions, Vocab, category_rows, events_as_rows, stream_stats, training_queries
     from .model import TwoTowerConfig, build
     from .train import TrainConfig, fit
 
@@ -105,19 +105,11 @@ def _train(settings, key, job, events, catalog, *, valid_frac, epochs, interests
     train_targets = Sessions.from_watches(train_ev["user_id"], train_ev["stream_id"], train_ev["ts"])
     held = sessions.start >= cut
     # features: category rows, statistics of the training window, graph vectors of the active version
-    category = np.zeros(n + 1, np.int64)
-    n_cat = 1
+    category, n_cat = np.zeros(n + 1, np.int64), 1
     if streams is not None and len(streams) and "category" in streams.columns:
         cats = streams.dropna(subset=["category"])
-        uniq = np.unique(cats["category"].astype("int64").to_numpy())
-        category[vocab.rows(cats["stream_id"])] = np.searchsorted(uniq, cats["category"].astype("int64")) + 1
-        n_cat = max(len(uniq), 1)
-    pop = np.bincount(vocab.rows(train_targets.stream), minlength=n + 1).astype(np.float64)
-    distinct = np.bincount(vocab.rows(train_ev.drop_duplicates(["user_id", "stream_id"])["stream_id"]),
-                           minlength=n + 1).astype(np.float64)
-    stats = np.stack([np.log1p(pop), np.log1p(distinct)], axis=1)
-    stats[1:] = (stats[1:] - stats[1:].mean(0)) / (stats[1:].std(0) + 1e-9)
-    stats[0] = 0
+        category, n_cat = category_rows(vocab, cats["stream_id"], cats["category"].astype("int64"))
+    _, stats = stream_stats(vocab, train_targets, train_ev["user_id"], train_ev["stream_id"])
     emb = load_active_embeddings(url)
     graph = None
     if emb is not None and "stream" in emb.tables:
@@ -127,7 +119,7 @@ def _train(settings, key, job, events, catalog, *, valid_frac, epochs, interests
     cfg = TwoTowerConfig(n_streams=n, n_categories=n_cat, seq_len=20, long_len=20, interests=interests,
                          graph_dim=0 if graph is None else graph.shape[1], n_stats=2)
     torch.manual_seed(0)
-    model = build(cfg, category=category, graph=graph, stats=stats.astype(np.float32))
+    model = build(cfg, category=category, graph=graph, stats=stats)
     train_q = training_queries(train_targets, vocab, history=events_as_rows(train_ev["user_id"], train_ev["stream_id"],
                                                                            train_ev["ts"]))
     info = fit(model, train_q, TrainConfig(epochs=epochs, num_threads=1),

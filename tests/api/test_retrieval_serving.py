@@ -7,7 +7,6 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-import numpy as np
 import pytest
 
 
