@@ -95,6 +95,8 @@ def readyz():
         extra["model"] = rt._models.info()
     if rt._ranker is not None:
         extra["ranker"] = rt._ranker.info()
+    if rt._retrieval is not None:
+        extra["retrieval"] = rt._retrieval.info()
     if not has_api_key():
         # without the key (a load balancer's probe): up or not and which check failed, no error
         # texts, paths or versions

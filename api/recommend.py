@@ -64,13 +64,13 @@ def parse_request(body) -> dict:
     return {"user_id": req.user_id, "candidates": req.candidates, "k": req.k, "page": req.page}
 
 
-def _retrieve(rt, user_id: int, live: list, stream_df, now) -> tuple[list, list, str] | None:
+def _retrieve(rt, user_id: int, live, now) -> tuple[list, list, str] | None:
     """The retrieval channels' candidates (api.retrieval), or None: no active two-tower, or it
     failed (logged; the request goes on with every live stream, as without retrieval)."""
     if rt.store_breaker.open_reason():
         return None
     try:
-        return rt.retrieval.candidates(rt.online, user_id, live, popularity(stream_df), now.timestamp())
+        return rt.retrieval.candidates(rt.online, user_id, live, now.timestamp())
     except Exception as exc:
         log.error("retrieval failed for user %s (every live stream is a candidate): %s: %s", user_id,
                   type(exc).__name__, exc)
@@ -175,24 +175,21 @@ def recommend():
     sources = retrieval_version = None
     try:
         snapshot = rt.snapshot
-        cands = req["candidates"] if req["candidates"] is not None else snapshot.live_ids()
-        stream_df, categories, unknown = snapshot.rows(cands) if cands else (None, [], [])
-        limit = current_app.config["MAX_CANDIDATES"]
-        if req["candidates"] is None and cands and current_app.config.get("SERVE_RETRIEVAL", True):
-            got = _retrieve(rt, user_id, list(cands), stream_df, now)
-            if got is not None:            # the retrieved ones: rows of what was just read
-                at = {sid: i for i, sid in enumerate(cands)}
-                keep = [at[sid] for sid in got[0]]
+        cands = req["candidates"]
+        if cands is None:
+            # the live streams: the retrieval channels' <= 200 when a two-tower is active, else every
+            # live stream (the most popular MAX_CANDIDATES when more are live); either way only the
+            # chosen streams' rows are read, so the cost does not grow with the number live
+            live = snapshot.live()
+            got = None
+            if len(live) and current_app.config.get("SERVE_RETRIEVAL", True):
+                got = _retrieve(rt, user_id, live, now)
+            if got is not None:
                 cands, sources, retrieval_version = got
-                categories = [categories[i] for i in keep]
-                stream_df = stream_df.iloc[keep].reset_index(drop=True)
+            else:
+                cands = live.capped(current_app.config["MAX_CANDIDATES"])
         timer.lap("retrieval")
-        if req["candidates"] is None and sources is None and len(cands) > limit:
-            # more streams live than one request scores: the most popular MAX_CANDIDATES of them
-            keep = np.sort(np.argsort(-popularity(stream_df), kind="stable")[:limit])
-            cands = [cands[i] for i in keep]
-            categories = [categories[i] for i in keep]
-            stream_df = stream_df.iloc[keep].reset_index(drop=True)
+        stream_df, categories, unknown = snapshot.rows(cands) if cands else (None, [], [])
     except Exception as exc:
         from sqlalchemy.exc import SQLAlchemyError
         log.exception("candidates unavailable")

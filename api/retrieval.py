@@ -105,16 +105,17 @@ class Retrieval:
             cur = self._index
         return loaded, (cur[1] if cur is not None else None)
 
-    def candidates(self, online, user_id: int, live_ids: list, popularity: np.ndarray, now_s: float
-                   ) -> Optional[tuple[list, list, str]]:
-        """``(ids, sources, version)`` for the ranker, or None without an active version."""
+    def candidates(self, online, user_id: int, live, now_s: float) -> Optional[tuple[list, list, str]]:
+        """``(ids, sources, version)`` for the ranker, or None without an active version.
+
+        ``live`` is the snapshot's :class:`api.snapshot.LiveView`: membership and the popular fill
+        come from it, so a request costs the same with 1,000 or 100,000 streams live."""
         from retrieval.candidates import merge
         loaded, index = self.current()
         if loaded is None or index is None:
             return None
         streams, ts = online.user_recent(user_id)
-        live = set(live_ids)
-        repeat = [s for s in streams if s in live][:REPEAT_N]
+        repeat = [s for s in streams if s in live.members][:REPEAT_N]
         ann: list = []
         if len(index):
             u = loaded.model.user_vectors(streams, ts, now_s)                    # [K, d]
@@ -128,9 +129,8 @@ class Retrieval:
                 ann = sorted(best, key=lambda s: -best[s])[:ANN_N]
             else:
                 ann = np.asarray(found).reshape(-1).tolist()
-        order = np.argsort(-np.asarray(popularity, dtype=float), kind="stable")
-        popular = [live_ids[i] for i in order[:BUDGET]]
-        ids, sources = merge(repeat=repeat, ann=ann, popular=popular, budget=BUDGET)
+            ann = [s for s in ann if s in live.members]       # the index lags the live set by <= SYNC_S
+        ids, sources = merge(repeat=repeat, ann=ann, popular=live.most_popular(BUDGET), budget=BUDGET)
         return ids, sources, loaded.version
 
     def info(self) -> dict:

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Callable, Optional, Sequence
 
@@ -46,6 +47,44 @@ class SnapshotState:
 
     def age_s(self) -> float:
         return time.monotonic() - self.read_at
+
+    @cached_property
+    def live(self) -> "LiveView":
+        """The live set with its popularity order, computed once per state (the refresh thread
+        builds it before publishing, so a request with 100k live streams pays nothing)."""
+        return LiveView.of(self.live_ids, self.frame)
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """The streams live now, in three shapes a request needs without touching every row:
+    ``ids`` (np.int64, the snapshot's order), ``members`` (a frozenset for membership) and
+    ``by_popularity`` (positions into ``ids``, most popular first; ties keep ``ids``' order)."""
+    ids: np.ndarray
+    members: frozenset
+    by_popularity: np.ndarray
+
+    @classmethod
+    def of(cls, live_ids, frame: pd.DataFrame) -> "LiveView":
+        ids = np.asarray(live_ids, dtype=np.int64)
+        if len(ids) and len(frame):
+            pop = popularity(frame.reindex(ids))
+        else:
+            pop = np.zeros(len(ids))
+        return cls(ids=ids, members=frozenset(ids.tolist()), by_popularity=np.argsort(-pop, kind="stable"))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def most_popular(self, n: int) -> list[int]:
+        """The ``n`` most popular live stream ids, most popular first."""
+        return self.ids[self.by_popularity[:n]].tolist()
+
+    def capped(self, n: int) -> list[int]:
+        """Every live id when at most ``n`` are live, else the ``n`` most popular in ``ids``' order."""
+        if len(self.ids) <= n:
+            return self.ids.tolist()
+        return self.ids[np.sort(self.by_popularity[:n])].tolist()
 
 
 def _shareable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -183,6 +222,9 @@ class StreamSnapshot:
             frame = _shareable(frame.set_index("stream_id"))
         st = SnapshotState(frame=frame, categories=cats, live_ids=live, as_of=as_of, read_at=t0,
                            read_s=time.monotonic() - t0, extra=extra, store_version=version)
+        if prev is not None and frame is prev.frame and prev.live_ids == live:
+            st.__dict__["live"] = prev.live   # same rows, same live set: same view
+        st.live                         # built here, not by the first request
         self._state = st
         self.refreshes += 1
         return st
@@ -195,6 +237,14 @@ class StreamSnapshot:
             from store.ingest import live_stream_ids
             return live_stream_ids(self.settings.database_url, self._clock())
         return list(st.live_ids)
+
+    def live(self) -> LiveView:
+        """:meth:`live_ids` as a :class:`LiveView` (one per snapshot state; rebuilt from SQL's live
+        set only when the refresh thread is behind)."""
+        st = self.state()
+        if st.age_s() > max(3 * self.interval_s, 2.0):
+            return LiveView.of(self.live_ids(), st.frame)
+        return st.live
 
     def rows(self, stream_ids: Sequence[int]) -> tuple[pd.DataFrame, list, list[int]]:
         """(stream feature rows in ``stream_ids`` order, their categories, unknown ids).
@@ -231,9 +281,11 @@ class StreamSnapshot:
             new = [i for i in known if i not in st.categories]
             if new:
                 frame = _shareable(pd.concat([st.frame, rows.loc[new]]) if len(st.frame) else rows.loc[new])
+                old = st
                 st = SnapshotState(frame=frame, categories={**st.categories, **{i: cats[i] for i in new}},
                                    live_ids=st.live_ids, as_of=st.as_of, read_at=st.read_at, read_s=st.read_s,
                                    extra=st.extra.union(new))
+                st.__dict__["live"] = old.live        # the live set is unchanged by on-demand rows
                 self._state = st
         self._touch(known)
         return st, unknown

@@ -15,6 +15,12 @@ until the stream is first in the user's ``recent_streams``. Prints the delay p50
 max (target: p99 <= 1 s), the probes that never arrived within ``--timeout``, and the load
 actually achieved. The stream-side counters reach a recommend through the API's snapshot, which
 adds up to its refresh interval (STREAMRANK_SNAPSHOT_INTERVAL_S, 1 s by default) on top.
+
+``--retrieval`` (a world with an active two-tower, e.g. bench/retrieval_http.py's): each probe is a
+watch, and it polls ``POST /v1/recommend`` (no candidates, k = 200) over HTTP until the stream is
+among the answer's retrieved candidates with ``"source": "repeat"`` — the event has reached the
+user's retrieval (the user tower's input lists and the repeat channel) through the real worker,
+Feast and the API (the retrieval issue's bar: within 2 s).
 """
 from __future__ import annotations
 
@@ -54,7 +60,7 @@ def start_worker(settings, log_path: Path) -> subprocess.Popen:
 
 
 def run(settings, *, probes: int = 120, batches_per_s: float = 10.0, timeout_s: float = 30.0,
-        probe_gap_s: float = 0.3, log_dir: Path) -> dict:
+        probe_gap_s: float = 0.3, log_dir: Path, retrieval: bool = False) -> dict:
     from feature_repo.online import OnlineFeatures
     from store.ingest import live_stream_ids
     live = live_stream_ids(settings.database_url, datetime.now(timezone.utc))
@@ -108,16 +114,26 @@ def run(settings, *, probes: int = 120, batches_per_s: float = 10.0, timeout_s: 
         t_start = time.monotonic()
         bg.start()
         time.sleep(2.0)
+        def arrived(user, stream) -> bool:
+            if retrieval:            # in the answer's retrieved candidates, by the repeat channel
+                items = _post(port, "/v1/recommend", {"user_id": user, "k": 200})["items"]
+                return any(it["stream_id"] == stream and it.get("source") == "repeat" for it in items)
+            got = online.user_columns(user, [stream], [None])["recent_streams"][0]
+            return list(got)[:1] == [stream]
+
+        if retrieval and "retrieval" not in _post(port, "/v1/recommend", {"user_id": base - 1, "k": 1}):
+            raise SystemExit("--retrieval: this world's API serves no two-tower (bench/retrieval_http.py --home DIR)")
         for p in range(probes):
             user, stream = base + p, rng.choice(live)
-            ev = {"event_id": f"probe-{base}-{p}", "user_id": user, "type": "click",
+            ev = {"event_id": f"probe-{base}-{p}", "user_id": user, "type": "watch" if retrieval else "click",
                   "ts": datetime.now(timezone.utc).isoformat(), "stream_id": stream}
+            if retrieval:
+                ev["value"] = 30.0
             t0 = time.monotonic()
             _post(port, "/v1/events", {"events": [ev]})
             seen = None
             while time.monotonic() - t0 < timeout_s:
-                got = online.user_columns(user, [stream], [None])["recent_streams"][0]
-                if list(got)[:1] == [stream]:
+                if arrived(user, stream):
                     seen = time.monotonic() - t0
                     break
                 time.sleep(0.01)
@@ -150,14 +166,17 @@ def run(settings, *, probes: int = 120, batches_per_s: float = 10.0, timeout_s: 
             "load_not_enqueued": load_stats["not_pushed"]}
 
 
-def print_result(label: str, r: dict) -> None:
-    print(f"freshness ({label}): event -> in the user's features of a recommend, over {r['arrived']} of "
+def print_result(label: str, r: dict, retrieval: bool = False) -> None:
+    what = "in the user's retrieval (repeat channel of /v1/recommend)" if retrieval else \
+        "in the user's features of a recommend"
+    print(f"freshness ({label}): event -> {what}, over {r['arrived']} of "
           f"{r['probes']} probes: p50 {r['p50_s']:.3f} s, p90 {r['p90_s']:.3f} s, p99 {r['p99_s']:.3f} s, "
           f"max {r['max_s']:.3f} s; {r['missing']} never arrived")
     print(f"  while {r['load_batches_per_s']:.1f} batches/s of 10 events arrived ({r['load_events']} events, "
           f"{r['load_errors']} errors, {r['load_not_enqueued']} batches not enqueued)")
-    ok = r["missing"] == 0 and r["p99_s"] <= 1.0
-    print(f"  target p99 <= 1 s: {'met' if ok else 'NOT met'}")
+    bar = 2.0 if retrieval else 1.0
+    ok = r["missing"] == 0 and r["p99_s"] <= bar
+    print(f"  target p99 <= {bar:g} s: {'met' if ok else 'NOT met'}")
 
 
 def main(argv=None) -> int:
@@ -166,6 +185,8 @@ def main(argv=None) -> int:
     ap.add_argument("--probes", type=int, default=120)
     ap.add_argument("--batches-per-s", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=30.0, help="a probe not seen after this is 'never arrived'")
+    ap.add_argument("--retrieval", action="store_true",
+                    help="probe the user's retrieval through /v1/recommend (needs an active two-tower)")
     ap.add_argument("--redis", help="run on Redis (broker, results, Feast online store): redis://host:port/db")
     args = ap.parse_args(argv)
     import logging
@@ -185,8 +206,9 @@ def main(argv=None) -> int:
         label = f"Redis at {args.redis}"
     log_dir = Path(args.home) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    r = run(settings, probes=args.probes, batches_per_s=args.batches_per_s, timeout_s=args.timeout, log_dir=log_dir)
-    print_result(label, r)
+    r = run(settings, probes=args.probes, batches_per_s=args.batches_per_s, timeout_s=args.timeout, log_dir=log_dir,
+            retrieval=args.retrieval)
+    print_result(label, r, retrieval=args.retrieval)
     return 0
 
 

@@ -239,7 +239,10 @@ def load(port, users, cands, k, *, clients: int, duration_s: float = 0.0, reques
                 break
             if stop_at is None and len(mine) >= requests:
                 break
-            body = json.dumps({"user_id": users[i % len(users)], "candidates": cands, "k": k})
+            req = {"user_id": users[i % len(users)], "k": k}
+            if cands is not None:                  # None: the server's default candidates
+                req["candidates"] = cands
+            body = json.dumps(req)
             i += clients
             t0 = time.perf_counter()
             conn, status, data, header, err = http_post(conn, port, "/v1/recommend", body)
