@@ -112,14 +112,18 @@ def _score(rt, model, user_id: int, cands: list, stream_df, categories, now, tim
         return None, f"model {model.name} {model.version} failed to score ({type(exc).__name__})"
 
 
-def log_impressions(rt, request_id: str, user_id: int, page: str, items: list, now, model_version: str) -> dict:
+def log_impressions(rt, request_id: str, user_id: int, page: str, items: list, now, model_version: str,
+                    policy: str = "ranked") -> dict:
     """Journal the answer's impressions (api.journal: on local disk before the answer, in the
-    event log within ~0.2 s). A full journal drops them and the answer says so."""
+    event log within ~0.2 s). A full journal drops them and the answer says so. Each carries
+    its propensity, the serving policy's probability of that stream at that position (1.0: the
+    slot was the deterministic ranking's), and the policy that chose it."""
     from .journal import JournalFull
     ts = now.isoformat()
     rows = [{"event_id": f"imp-{request_id}-{it['position']}", "user_id": user_id, "ts": ts,
              "type": "impression", "stream_id": it["stream_id"], "request_id": request_id,
-             "position": it["position"], "page": page} for it in items]
+             "position": it["position"], "page": page, "propensity": it.get("propensity", 1.0),
+             "policy": it.get("policy", policy)} for it in items]
     try:
         rt.journal.append(rows, model_version)
     except JournalFull as exc:
@@ -256,7 +260,8 @@ def recommend():
             it["source"] = sources[i]
         answer["retrieval"] = {"version": retrieval_version, "candidates": len(cands)}
     timer.lap("score")
-    answer["impressions"] = log_impressions(rt, request_id, user_id, page, items, now, model_version)
+    answer["impressions"] = log_impressions(rt, request_id, user_id, page, items, now, model_version,
+                                            policy="popularity" if model_version == "popularity" else "ranked")
     timer.lap("log")
     answer["items"] = items
     return _answer(answer, timer)

@@ -88,7 +88,8 @@ def _event_model() -> type[BaseModel]:
         if f.kind == "int":
             typ: Any = Annotated[int, Field(ge=int(f.minimum), le=int(f.maximum))]
         elif f.kind == "float":
-            typ = Annotated[float, Field(ge=f.minimum, le=f.maximum)]
+            typ = Annotated[float, Field(gt=f.minimum, le=f.maximum) if f.above_minimum
+                            else Field(ge=f.minimum, le=f.maximum)]
         elif f.kind == "ts":
             typ = Union[Annotated[str, Field(json_schema_extra={"format": "date-time"})],
                         Annotated[float, Field(ge=0)]]

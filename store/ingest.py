@@ -47,6 +47,7 @@ class EventField(NamedTuple):
     max_len: int = 0                # "str"
     minimum: float = 0              # "int" / "float"
     maximum: float = INT64_MAX
+    above_minimum: bool = False     # "float": the minimum itself is refused (a propensity of 0)
 
 
 # The one definition of an event's fields (store/schema.py holds the column types they fit).
@@ -62,6 +63,10 @@ EVENT_FIELDS: tuple[EventField, ...] = (
     EventField("position", "int", False, "slot of the stream in that answer, 1 = top", minimum=1, maximum=INT32_MAX),
     EventField("page", "str", False, "where it was shown (e.g. live_tab)", max_len=32),
     EventField("value", "float", False, "seconds watched (watch) or amount paid (purchase)", maximum=VALUE_MAX),
+    EventField("propensity", "float", False, "impression: the serving policy's probability of this stream at "
+               "this position (1.0 for a deterministic slot; in (0, 1])", maximum=1.0, above_minimum=True),
+    EventField("policy", "str", False, "impression: what chose the slot (ranked, explore, randomised, "
+               "popularity, ...)", max_len=32),
 )
 EVENT_COLUMNS = [f.name for f in EVENT_FIELDS]
 REQUIRED_COLUMNS = [f.name for f in EVENT_FIELDS if f.required]
@@ -237,7 +242,8 @@ def _ts_column(s: pd.Series, errors: list) -> pd.Series:
     return pd.Series(pd.to_datetime(out, utc=True), index=s.index).astype("datetime64[us, UTC]")
 
 
-def _float_column(s: pd.Series, name: str, errors: list, *, maximum: float = VALUE_MAX) -> pd.Series:
+def _float_column(s: pd.Series, name: str, errors: list, *, maximum: float = VALUE_MAX,
+                  above_zero: bool = False) -> pd.Series:
     if pd.api.types.is_bool_dtype(s.dtype):
         for i in range(len(s)):
             errors.append(RowError(i, name, "must be a number, got a boolean"))
@@ -253,9 +259,10 @@ def _float_column(s: pd.Series, name: str, errors: list, *, maximum: float = VAL
                 errors.append(RowError(i, name, f"must be a number, got {type(v).__name__}"))
                 continue
             vals[i] = float(v)
-    bad = np.isinf(vals) | (vals < 0) | (vals > maximum)
+    bad = np.isinf(vals) | ((vals <= 0) if above_zero else (vals < 0)) | (vals > maximum)
     for i in np.flatnonzero(bad):
-        errors.append(RowError(int(i), name, f"must be a finite number in [0, {maximum:g}], got {vals[i]!r}"))
+        errors.append(RowError(int(i), name, f"must be a finite number in {'(' if above_zero else '['}0, "
+                                             f"{maximum:g}], got {vals[i]!r}"))
     return pd.Series(vals, index=s.index)
 
 
@@ -296,7 +303,7 @@ def validate_events(rows: Union[pd.DataFrame, Sequence[dict]]) -> tuple[pd.DataF
         elif f.kind == "ts":
             out[f.name] = _ts_column(df[f.name], errors)
         else:
-            out[f.name] = _float_column(df[f.name], f.name, errors, maximum=f.maximum)
+            out[f.name] = _float_column(df[f.name], f.name, errors, maximum=f.maximum, above_zero=f.above_minimum)
 
     typ = out["type"]
     known = typ.isin(EVENT_TYPES) | typ.isna()
@@ -409,7 +416,8 @@ def _write_new(conn, engine, records: list, model_version: Optional[str], *, pro
         conn.execute(ev_stmt, list(part))
         imps = [{"event_id": r["event_id"], "request_id": r["request_id"], "user_id": r["user_id"],
                  "stream_id": r["stream_id"], "position": r["position"], "page": r["page"], "ts": r["ts"],
-                 "model_version": model_version} for r in part if r["type"] == "impression"]
+                 "model_version": model_version, "propensity": r.get("propensity"), "policy": r.get("policy")}
+                for r in part if r["type"] == "impression"]
         if imps:
             conn.execute(imp_stmt, imps)
         if bar is not None:
@@ -433,7 +441,7 @@ def ingest_impressions(database_url: str, rows: Sequence[dict], *, model_version
         recs.append({"event_id": str(r["event_id"]), "user_id": int(r["user_id"]), "ts": utc_naive(ts),
                      "type": "impression", "stream_id": int(r["stream_id"]), "item_id": None,
                      "request_id": r.get("request_id"), "position": int(r["position"]), "page": r.get("page"),
-                     "value": None})
+                     "value": None, "propensity": r.get("propensity"), "policy": r.get("policy")})
     with engine.begin() as conn:
         streams = {rec["stream_id"] for rec in recs}
         known = _existing(conn, Stream.stream_id, sorted(streams))
@@ -656,12 +664,16 @@ def _events_frame(rows: list) -> pd.DataFrame:
     bad_value = ~(value.isna() | (np.isfinite(value) & (value >= 0) & (value <= VALUE_MAX)))
     bad["value"] = int(bad_value.sum())
     df["value"] = value.mask(bad_value)
+    prop = pd.to_numeric(df["propensity"], errors="coerce").astype(float)
+    bad_prop = ~(prop.isna() | ((prop > 0) & (prop <= 1)))
+    bad["propensity"] = int(bad_prop.sum())
+    df["propensity"] = prop.mask(bad_prop)
     keep = df["user_id"].notna() & df["ts"].notna()
     if not keep.all():
         bad["dropped_rows"] = int((~keep).sum())
         df = df[keep.to_numpy()].reset_index(drop=True)
     df["user_id"] = df["user_id"].astype("int64")
-    for c in ("event_id", "type", "request_id", "page"):
+    for c in ("event_id", "type", "request_id", "page", "policy"):
         df[c] = df[c].astype(object)
     bad = {k: v for k, v in bad.items() if v}
     if bad:

@@ -73,6 +73,8 @@ class Event(Base):
     position: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
     page: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)
     value: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    propensity: Mapped[Optional[float]] = mapped_column(Float, nullable=True)     # impressions: P(stream at slot)
+    policy: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)      # impressions: what chose it
 
 
 class Impression(Base):
@@ -87,6 +89,8 @@ class Impression(Base):
     page: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)
     ts: Mapped[datetime] = mapped_column(DateTime, index=True)
     model_version: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    propensity: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    policy: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)
 
 
 class ModelVersion(Base):

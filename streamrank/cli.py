@@ -259,6 +259,30 @@ def cmd_evaluate_retrieval(args) -> int:
     return 0
 
 
+def cmd_evaluate_ope(args) -> int:
+    """Off-policy evaluation (ope/evaluate.py): one JSON line per estimator."""
+    if args.source != "obd":
+        raise SystemExit("evaluate-ope supports --source obd")
+    from ope.estimators import ESTIMATORS
+    from ope.evaluate import evaluate_ope, plot
+    for p in (args.logged, args.target):
+        if not Path(p).is_dir():
+            raise SystemExit(f"{p}: no such folder (an OBD <policy>/<campaign> folder)")
+    estimators = tuple(args.estimators.split(",")) if args.estimators else ESTIMATORS
+    try:
+        rows = evaluate_ope(args.logged, args.target, campaign=args.campaign, estimators=estimators,
+                            n_sim=args.n_sim, seed=args.seed, n_boot=args.bootstrap, prior=args.prior,
+                            progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(str(exc)) from None
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"plot: {args.plot}", file=sys.stderr)
+    return 0
+
+
 # ----------------------------------------------------------------------------- run (make run)
 def _has_live_streams(settings) -> bool:
     from store.ingest import live_stream_ids
@@ -443,6 +467,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--epochs", type=int, default=8, help="two-tower epochs at most (early stopping)")
     s.set_defaults(func=cmd_evaluate_retrieval)
+
+    s = sub.add_parser("evaluate-ope", help="off-policy value of a target policy from a logged one (JSON rows)")
+    s.add_argument("--source", default="obd", choices=["obd"])
+    s.add_argument("--logged", required=True, help="the logging policy's folder, e.g. obd/random/all")
+    s.add_argument("--target", required=True, help="the target policy's folder (its log gives the on-policy value)")
+    s.add_argument("--campaign", help="Bernoulli-TS prior's campaign (default: the target folder's name)")
+    s.add_argument("--prior", help="a Bernoulli-TS prior file (JSON, or obp's prior_bts.yaml)")
+    s.add_argument("--estimators", help="comma-separated subset of ips,snips,dm,dr,switch-dr")
+    s.add_argument("--n-sim", type=int, default=100_000, help="Monte-Carlo slates of the target's distribution")
+    s.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples of the CIs")
+    s.add_argument("--seed", type=int, default=12345)
+    s.add_argument("--plot", help="also write a PNG of the estimates and their CIs")
+    s.set_defaults(func=cmd_evaluate_ope)
 
     s = sub.add_parser("run", help="the whole job on the embedded default, then serve (make run)")
     s.add_argument("--seed", type=int, default=0)

@@ -29,7 +29,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 EVENT_COLUMNS = ["event_id", "user_id", "ts", "type", "stream_id", "item_id", "request_id",
-                 "position", "page", "value"]      # == store.ingest.EVENT_COLUMNS (kept import-free)
+                 "position", "page", "value", "propensity", "policy"]      # == store.ingest.EVENT_COLUMNS (kept import-free)
 
 CATALOG_COLUMNS = {
     "users": ["user_id", "attributes"],
@@ -156,10 +156,11 @@ def normalize_events(df: pd.DataFrame) -> pd.DataFrame:
     out["type"] = df["type"].astype(str)
     for c in ("stream_id", "item_id", "position"):
         out[c] = _numeric(df[c], c, integer=True).astype("Int64")
-    for c in ("request_id", "page"):
+    for c in ("request_id", "page", "policy"):
         s = df[c].astype(object)
         out[c] = s.where(s.notna(), None).map(lambda v: v if v is None else str(v))
     out["value"] = _numeric(df["value"], "value", integer=False).astype(float)
+    out["propensity"] = _numeric(df["propensity"], "propensity", integer=False).astype(float)
     return out[EVENT_COLUMNS]
 
 

@@ -11,7 +11,8 @@
   ``random`` and ``bts`` logs apart when both are ingested;
 * one live window per stream covering the whole log.
 
-``meta["propensity"]`` keeps the logging policy's propensity per impression (event_id,
+Each impression carries the logging policy's ``propensity`` (``propensity_score``) and its
+``policy`` (the folder's policy name); ``meta["propensity"]`` keeps them as a table too (event_id,
 position, propensity_score) for off-policy estimators.
 """
 from __future__ import annotations
@@ -103,11 +104,16 @@ def load_obd(path: Union[str, Path]) -> SourceData:
         "event_id": rid + "-imp", "user_id": user_id, "ts": ts, "type": "impression",
         "stream_id": pd.array(stream, dtype="Int64"), "item_id": pd.array([pd.NA] * n, dtype="Int64"),
         "request_id": rid, "position": pd.array(pos, dtype="Int64"), "page": [None] * n,
-        "value": np.full(n, np.nan)})
+        "value": np.full(n, np.nan),
+        "propensity": (df["propensity_score"].astype(float).to_numpy() if "propensity_score" in df.columns
+                       else np.full(n, np.nan)),
+        "policy": [tag.split("-")[0]] * n})
     clicked = df["click"].astype(int).to_numpy() == 1
     clk = imp[clicked].copy()
     clk["event_id"] = rid[clicked] + "-click"
     clk["type"] = "click"
+    clk["propensity"] = np.nan                # (an impression's field)
+    clk["policy"] = None
     clk["ts"] = (clk["ts"] + pd.Timedelta(milliseconds=1)).astype(TS_DTYPE)
     events = (pd.concat([imp, clk], ignore_index=True).sort_values("ts", kind="stable")
               .reset_index(drop=True)[EVENT_COLUMNS])

@@ -30,7 +30,9 @@ perfectly). For each shown stream::
 A click is followed by a watch event (value = seconds), item clicks on the stream's items
 (more with higher relevance; items chosen by core flag, the user's taste for the item's
 category and price) and possibly a purchase (value = price, preceded by an item click).
-Every follow-up carries the request_id, position and stream_id of its impression.
+Every follow-up carries the request_id, position and stream_id of its impression. Impressions
+carry their ``policy`` (randomised / ranked) and, for the randomised slates, the exact
+``propensity`` 1 / (streams live); the noisy ranking's is left null (not computed).
 
 ``truth`` has one row per impression: event_id, p_click, p_purchase (given click),
 mean_stay_s, relevance, examination, randomized (whether the slate was the random one).
@@ -240,6 +242,7 @@ def simulate(cfg: Optional[SimConfig] = None) -> SourceData:
     slate_click = np.zeros((R, L), dtype=bool)
     slate_logit = np.zeros((R, L))
     click_u = rng.random(size=(R, L))
+    req_live = np.zeros(R, dtype=np.int64)                          # streams live at each request
     CH = 4096
     for c0 in range(0, R, CH):
         c1 = min(R, c0 + CH)
@@ -255,6 +258,7 @@ def simulate(cfg: Optional[SimConfig] = None) -> SourceData:
             ok[ok] = t[ok] < w_end[b0:b1][idx[ok]]
             wid[ok, s] = b0 + idx[ok]
         live = wid >= 0
+        req_live[c0:c1] = live.sum(axis=1)
         u = req_user[c0:c1]
         noise = rng.normal(size=(n, S))
         ranked = quality[None, :] + 0.3 * taste_term[u][:, stream_cat] + cfg.policy_noise * noise
@@ -317,9 +321,11 @@ def simulate(cfg: Optional[SimConfig] = None) -> SourceData:
 
     blocks = []
 
-    def block(event_id, user, ts, typ, stream, item, request, pos, page, value):
+    def block(event_id, user, ts, typ, stream, item, request, pos, page, value, propensity=None, policy=None):
         n = len(event_id)
         blocks.append(pd.DataFrame({
+            "propensity": propensity if propensity is not None else np.full(n, np.nan),
+            "policy": policy if policy is not None else np.full(n, None, dtype=object),
             "event_id": event_id, "user_id": user.astype(np.int64) + 1, "ts_us": ts.astype(np.int64),
             "type": np.full(n, typ, dtype=object),
             "stream_id": stream.astype(np.int64) + 1,
@@ -328,7 +334,14 @@ def simulate(cfg: Optional[SimConfig] = None) -> SourceData:
             "page": np.full(n, page, dtype=object),
             "value": value if value is not None else np.full(n, np.nan)}))
 
-    block(imp_key + "-imp", imp_user, imp_ts, "impression", imp_stream, None, imp_rid, imp_pos, cfg.page, None)
+    # the logging policy's propensity: a randomised slate is a uniformly random ordered sample of the
+    # live streams (P(stream at slot) = 1 / live); the ranked one adds Gaussian noise to its scores
+    # and its propensity is not computed (null)
+    imp_random = req_random[imp_req]
+    imp_prop = np.where(imp_random, 1.0 / np.maximum(req_live[imp_req], 1), np.nan)
+    imp_policy = np.where(imp_random, "randomised", "ranked").astype(object)
+    block(imp_key + "-imp", imp_user, imp_ts, "impression", imp_stream, None, imp_rid, imp_pos, cfg.page, None,
+          imp_prop, imp_policy)
 
     # ------------------------------------------------------------------ follow-ups of clicks
     c = np.flatnonzero(imp_click)
@@ -380,6 +393,8 @@ def simulate(cfg: Optional[SimConfig] = None) -> SourceData:
         "position": ev["position"].astype("Int64"),
         "page": ev["page"].astype(object),
         "value": ev["value"].astype(float),
+        "propensity": ev["propensity"].astype(float),
+        "policy": ev["policy"].astype(object),
     })[EVENT_COLUMNS]
 
     # ------------------------------------------------------------------ catalog + truth

@@ -102,7 +102,7 @@ def load_twitch(path, base_time: datetime = BASE_TIME, slot_minutes: int = 10, *
     order = {"impression": 0, "click": 1, "watch": 2}
     events["_o"] = events["type"].map(order)
     events = (events.sort_values(["ts", "_o"], kind="stable").drop(columns="_o")
-              .reset_index(drop=True)[EVENT_COLUMNS])
+              .reset_index(drop=True).reindex(columns=EVENT_COLUMNS))       # no propensity / policy
     events["ts"] = events["ts"].astype(TS_DTYPE)
     empty_items = normalize_catalog("items", pd.DataFrame({"item_id": []}))
     empty_si = normalize_catalog("stream_items", pd.DataFrame({"stream_id": [], "item_id": []}))

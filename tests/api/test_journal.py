@@ -249,3 +249,20 @@ def test_sigkill_of_gunicorn_loses_no_impression_that_was_in_an_answer(world, tm
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
         log.close()
+
+
+def test_every_logged_impression_carries_its_policy_and_propensity(make_app, world, db):
+    """The deterministic ranking's slots are logged with propensity 1.0 and the policy that chose
+    them (the popularity fallback here: no model is active in this module's world)."""
+    from sqlalchemy import text
+
+    from store.db import get_engine
+    app = make_app()
+    body = app.test_client().post("/v1/recommend", json={"user_id": 7, "k": 4}).get_json()
+    app.extensions["streamrank"].journal.flush()
+    with get_engine(world.database_url).connect() as conn:
+        rows = conn.execute(text("SELECT e.propensity, e.policy, i.propensity, i.policy FROM events e JOIN impressions i "
+                                 "ON i.event_id = e.event_id WHERE e.request_id = :r"), {"r": body["request_id"]}).all()
+    assert len(rows) == len(body["items"]) > 0
+    policy = "popularity" if body["model"]["name"] == "popularity" else "ranked"
+    assert all(tuple(r) == (1.0, policy, 1.0, policy) for r in rows)

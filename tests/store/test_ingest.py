@@ -104,6 +104,12 @@ def test_one_bad_row_rejects_the_batch_and_writes_nothing(url):
     ({"event_id": "x", "user_id": 2**63, "ts": "2026-01-01", "type": "click", "stream_id": 10}, "user_id"),
     ({"event_id": "x", "user_id": 1, "ts": "2026-01-01", "type": "click", "stream_id": 2**64 + 1}, "stream_id"),
     ({"event_id": "x" * 200, "user_id": 1, "ts": "2026-01-01", "type": "click", "stream_id": 10}, "event_id"),
+    ({"event_id": "x", "user_id": 1, "ts": "2026-01-01", "type": "impression", "stream_id": 10, "position": 1,
+      "propensity": 0.0}, "propensity"),
+    ({"event_id": "x", "user_id": 1, "ts": "2026-01-01", "type": "impression", "stream_id": 10, "position": 1,
+      "propensity": 1.5}, "propensity"),
+    ({"event_id": "x", "user_id": 1, "ts": "2026-01-01", "type": "impression", "stream_id": 10, "position": 1,
+      "policy": "p" * 40}, "policy"),
 ])
 def test_validation_names_the_field(row, field):
     _, errors = validate_events([row])
@@ -209,3 +215,13 @@ def test_recent_user_events_give_the_same_lists_as_the_whole_history(url):
     b = realtime_frames(recent, at, user_ids=[7, 8])["user_recent"]
     pd.testing.assert_frame_equal(a, b)
     assert a.recent_streams.map(len).tolist() == [RECENT_N] * 2 and a.recent_items.map(len).tolist() == [RECENT_N] * 2
+
+
+def test_propensity_and_policy_are_stored_with_the_impression(url):
+    rows = [{"event_id": "p1", "user_id": 7, "ts": "2026-01-01T12:00:00Z", "type": "impression", "stream_id": 10,
+             "request_id": "rp", "position": 2, "propensity": 0.25, "policy": "randomised"}]
+    assert ingest_events(url, rows).inserted == 1
+    with get_engine(url).connect() as conn:
+        assert conn.execute(select(Impression.propensity, Impression.policy)).one() == (0.25, "randomised")
+    ev = load_events(url)
+    assert ev["propensity"].tolist() == [0.25] and ev["policy"].tolist() == ["randomised"]

@@ -356,3 +356,19 @@ def test_ingest_source_bad_row_writes_nothing(tmp_path):
     assert {e.row for e in exc.value.errors} == {7, 9}
     assert len(load_events(settings.database_url)) == 0
     assert len(load_catalog(settings.database_url)["streams"]) == 0
+
+
+def test_simulated_impressions_carry_the_logging_policy_and_its_propensity(small):
+    """Randomised slates are uniformly random ordered samples of the live streams: their exact
+    propensity is 1 / (streams live); the noisy ranking's is not computed (null)."""
+    ev, truth = small.events, small.truth
+    imp = ev[ev["type"] == "impression"].merge(truth[["event_id", "randomized"]], on="event_id")
+    assert set(imp["policy"]) == {"randomised", "ranked"}
+    rnd = imp[imp["randomized"]]
+    assert (rnd["policy"] == "randomised").all() and rnd["propensity"].between(1e-6, 1.0).all()
+    lw = small.live_windows
+    for _, row in rnd.sample(20, random_state=0).iterrows():
+        live = lw[(lw.start_ts <= row["ts"]) & (lw.end_ts > row["ts"])].stream_id.nunique()
+        assert row["propensity"] == pytest.approx(1.0 / live)
+    assert imp.loc[~imp["randomized"], "propensity"].isna().all()
+    assert ev.loc[ev["type"] != "impression", "propensity"].isna().all()
