@@ -133,6 +133,17 @@ def log_impressions(rt, request_id: str, user_id: int, page: str, items: list, n
     return {"journaled": True, "count": len(rows)}
 
 
+def _page(rt, scores: np.ndarray, k: int, stream_df, base: str):
+    """policy.page.build_page with the app's switches; the counters are the streams' 30-day
+    impressions and clicks (batch statistics)."""
+    from policy.page import build_page
+    clicks = imps = None
+    if stream_df is not None and "s_exposures_30d" in stream_df.columns and "s_clicks_30d" in stream_df.columns:
+        clicks = stream_df["s_clicks_30d"].to_numpy(dtype=float, na_value=np.nan)
+        imps = stream_df["s_exposures_30d"].to_numpy(dtype=float, na_value=np.nan)
+    return build_page(scores, k, rt.page_config, np.random.default_rng(), clicks=clicks, impressions=imps, base=base)
+
+
 class _Timer:
     """Phase durations, sent back as a ``Server-Timing`` header (ms) for dashboards and the bench."""
 
@@ -174,7 +185,7 @@ def recommend():
     rt = get_runtime()
     request_id = requestlog.request_id()          # the client's X-Request-Id, or a new one
     now = datetime.now(timezone.utc)
-    user_id, k, page = req["user_id"], req["k"], req["page"]
+    user_id, k, page_name = req["user_id"], req["k"], req["page"]
 
     sources = retrieval_version = None
     try:
@@ -214,7 +225,7 @@ def recommend():
         model, reason = rt.models.get()
         degraded = degraded or rt.models.failing
     timer.lap("registry")
-    answer = {"request_id": request_id, "user_id": user_id, "page": page}
+    answer = {"request_id": request_id, "user_id": user_id, "page": page_name}
     if not cands:
         answer["model"] = model.describe() if model is not None else dict(
             {"name": "popularity", "version": None, "fallback": True}, reason=reason)
@@ -226,11 +237,11 @@ def recommend():
     store_down = None
     if model is not None:
         try:
-            scores, reason = _score(rt, model, user_id, cands, stream_df, categories, now, timer, page)
+            scores, reason = _score(rt, model, user_id, cands, stream_df, categories, now, timer, page_name)
             if scores is None and model.name == "ranker":          # the ranker failed: V1 before popularity
                 fallback, _ = rt.models.get()
                 if fallback is not None:
-                    scores, why = _score(rt, fallback, user_id, cands, stream_df, categories, now, timer, page)
+                    scores, why = _score(rt, fallback, user_id, cands, stream_df, categories, now, timer, page_name)
                     if scores is not None:
                         model = fallback
                         reason = None
@@ -251,17 +262,27 @@ def recommend():
                     (answer["model"].get("reason") if answer["model"].get("fallback") else None))
     observe_answer(answer["model"])
     scores = np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf)
-    # best first; ties keep the candidates' order (stable)
-    order = np.argsort(-scores, kind="stable")[:k]
-    items = [{"stream_id": int(cands[i]), "score": float(scores[i]) if np.isfinite(scores[i]) else None,
-              "position": pos} for pos, i in enumerate(order, start=1)]
+    # best first (ties keep the candidates' order), then the page policy: cold-stream exploration
+    # or, on a share of requests, the top-K randomised; every slot keeps its propensity
+    base = "popularity" if model_version == "popularity" else "ranked"
+    page = _page(rt, scores, k, stream_df, base)
+    order = page.index
+    items = []
+    for pos, (i, prop, pol) in enumerate(zip(order, page.propensity, page.policy), start=1):
+        it = {"stream_id": int(cands[i]), "score": float(scores[i]) if np.isfinite(scores[i]) else None,
+              "position": pos}
+        if pol in ("explore", "randomised"):
+            it["policy"] = pol
+        if prop < 1.0:
+            it["propensity"] = round(float(prop), 6)
+        items.append(it)
     if sources is not None:               # which retrieval channel brought each item
         for it, i in zip(items, order):
             it["source"] = sources[i]
         answer["retrieval"] = {"version": retrieval_version, "candidates": len(cands)}
     timer.lap("score")
-    answer["impressions"] = log_impressions(rt, request_id, user_id, page, items, now, model_version,
-                                            policy="popularity" if model_version == "popularity" else "ranked")
+    answer["impressions"] = log_impressions(rt, request_id, user_id, page_name, items, now, model_version,
+                                            policy=base)
     timer.lap("log")
     answer["items"] = items
     return _answer(answer, timer)

@@ -67,6 +67,7 @@ class Runtime:
         self._retrieval = None
         self._celery = None
         self._journal = None
+        self._page_config = None
         self.closed = False
         # Online reads go through feature_repo.direct (a SQLite connection per thread; Redis clients
         # are thread-safe), so request threads need no lock around them. (Feast's own SQLite store
@@ -121,6 +122,21 @@ class Runtime:
                     self._ranker = ModelHolder(self.settings, "ranker", loader=load_ranker,
                                                check_s=self.config.get("MODEL_CHECK_S", 2.0))
         return self._ranker
+
+    @property
+    def page_config(self):
+        """policy.page.PageConfig from the settings (STREAMRANK_EXPLORE_* / _RANDOMISE_*); the app
+        config's PAGE_CONFIG replaces it (tests)."""
+        if self._page_config is None:
+            cfg = self.config.get("PAGE_CONFIG")
+            if cfg is None:
+                from policy.explore import ExploreConfig
+                from policy.page import PageConfig
+                s = self.settings
+                cfg = PageConfig(explore=ExploreConfig(share=s.explore_share, cold_below=s.explore_cold_below),
+                                 randomise_share=s.randomise_share, randomise_top=s.randomise_top)
+            self._page_config = cfg
+        return self._page_config
 
     @property
     def retrieval(self):

@@ -139,6 +139,10 @@ class RankedItem(_Answer):
     position: int = Field(ge=1, description="1 = top")
     source: Optional[Literal["repeat", "ann", "popular"]] = Field(
         None, description="the retrieval channel that brought it (when the candidates were retrieved)")
+    policy: Optional[Literal["explore", "randomised"]] = Field(
+        None, description="absent: the ranked order; explore: a cold stream's Thompson slot; randomised: "
+                          "the top-K order was permuted on this request")
+    propensity: Optional[float] = Field(None, gt=0, le=1, description="P(this stream at this slot) when below 1")
 
 
 class Impressions(_Answer):

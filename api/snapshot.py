@@ -31,6 +31,8 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 _CHUNK = 900    # ids per IN (...) (SQLite's parameter floor)
+CATEGORIES_FULL_S = 60.0    # a stream's category change reaches the snapshot within this
+LIVE_FULL_S = 3.0           # the live set is re-read at least this often (an end_ts changed in place)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class SnapshotState:
     read_s: float = 0.0                    # duration of the read
     extra: frozenset = field(default_factory=frozenset)
     store_version: Optional[object] = None   # the online store's change marker at the read (None: unknown)
+    live_marker: Optional[tuple] = None      # store.ingest.live_windows_marker at the live read
 
     def age_s(self) -> float:
         return time.monotonic() - self.read_at
@@ -107,6 +110,12 @@ def stream_categories(database_url: str, stream_ids: Sequence[int]) -> dict:
     if not ids:
         return out
     with get_engine(database_url).connect() as conn:
+        if len(ids) > 20 * _CHUNK:        # one scan of the catalog beats ~100 IN (...) queries
+            want = set(ids)
+            for sid, cat in conn.execute(select(Stream.stream_id, Stream.category)):
+                if sid in want:
+                    out[int(sid)] = None if cat is None else int(cat)
+            return out
         for i in range(0, len(ids), _CHUNK):
             part = ids[i:i + _CHUNK]
             for sid, cat in conn.execute(select(Stream.stream_id, Stream.category).where(Stream.stream_id.in_(part))):
@@ -140,6 +149,8 @@ class StreamSnapshot:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._start_lock = threading.Lock()
+        self._categories_at = float("-inf")           # monotonic time of the last full category read
+        self._live_at = float("-inf")                 # ... and of the last live-set read
         self.refreshes = 0
         self.skipped = 0                              # refreshes that found the online store unchanged
         self.failures = 0
@@ -198,30 +209,62 @@ class StreamSnapshot:
             return self._refresh_locked()
 
     def _refresh_locked(self) -> SnapshotState:
-        from store.ingest import live_stream_ids
+        from store.ingest import live_stream_ids, live_windows_marker
         t0 = time.monotonic()
         as_of = self._clock()
-        live = tuple(live_stream_ids(self.settings.database_url, as_of))
+        prev = self._state
+        url = self.settings.database_url
+        # the live set: re-read when a window was added, one started or ended since the last read,
+        # or LIVE_FULL_S passed (100k live ids are ~0.3 s of Python; the marker is four aggregates)
+        # (a window passing its start or end moves the marker's "next start / end after now")
+        marker = live_windows_marker(url, as_of)
+        if prev is not None and prev.live_marker == marker and t0 - self._live_at < LIVE_FULL_S:
+            live = prev.live_ids
+        else:
+            live = tuple(live_stream_ids(url, as_of))
+            self._live_at = t0
         with self._extra_lock:
             horizon = t0 - self.extra_ttl_s
             while self._extra and next(iter(self._extra.values())) < horizon:
                 self._extra.popitem(last=False)          # not requested for extra_ttl_s: dropped
             extra = frozenset(self._extra)
         ids = list(live) + sorted(extra.difference(live))
-        cats = stream_categories(self.settings.database_url, ids)
+        # categories: the previous state's for streams it knew (a catalog read of 100k live streams
+        # is ~1 s), the catalog's for new ones, and all of them again every CATEGORIES_FULL_S
+        known = {}
+        if prev is not None and t0 - self._categories_at < CATEGORIES_FULL_S:
+            known = prev.categories
+        else:
+            self._categories_at = t0
+        if known and live is prev.live_ids and extra == prev.extra:
+            cats = known                                        # the same streams as the last read
+        else:
+            cats = {i: known[i] for i in ids if i in known}
+            cats.update(stream_categories(url, [i for i in ids if i not in known]))
         ids = [i for i in ids if i in cats]                    # a stream deleted from the catalog
         version = self.online.store_version()
-        prev = self._state
-        if (prev is not None and version is not None and version == prev.store_version
-                and list(prev.frame.index) == ids):
+        same_store = prev is not None and version is not None and version == prev.store_version
+        if same_store and (live is prev.live_ids and extra == prev.extra or list(prev.frame.index) == ids):
             frame = prev.frame          # nothing written to the online store since: no re-read
+            self.skipped += 1
+        elif same_store and len(ids) > 20 * _CHUNK:
+            # the same store, other streams: keep the rows read before, read only the new streams'
+            # (a stream going live must not cost a read of all 100k rows)
+            have = prev.frame.index
+            new = [i for i in ids if i not in have]
+            if new:
+                with self._feast_lock:
+                    rows = self.online.stream_rows(new).set_index("stream_id")
+                frame = _shareable(pd.concat([prev.frame, rows]).reindex(ids))
+            else:
+                frame = _shareable(prev.frame.reindex(ids))
             self.skipped += 1
         else:
             with self._feast_lock:
                 frame = self.online.stream_rows(ids)
             frame = _shareable(frame.set_index("stream_id"))
         st = SnapshotState(frame=frame, categories=cats, live_ids=live, as_of=as_of, read_at=t0,
-                           read_s=time.monotonic() - t0, extra=extra, store_version=version)
+                           read_s=time.monotonic() - t0, extra=extra, store_version=version, live_marker=marker)
         if prev is not None and frame is prev.frame and prev.live_ids == live:
             st.__dict__["live"] = prev.live   # same rows, same live set: same view
         st.live                         # built here, not by the first request
@@ -284,7 +327,7 @@ class StreamSnapshot:
                 old = st
                 st = SnapshotState(frame=frame, categories={**st.categories, **{i: cats[i] for i in new}},
                                    live_ids=st.live_ids, as_of=st.as_of, read_at=st.read_at, read_s=st.read_s,
-                                   extra=st.extra.union(new))
+                                   extra=st.extra.union(new), live_marker=st.live_marker)
                 st.__dict__["live"] = old.live        # the live set is unchanged by on-demand rows
                 self._state = st
         self._touch(known)

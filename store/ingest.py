@@ -705,6 +705,19 @@ def live_stream_ids(database_url: str, at: datetime) -> list[int]:
         return [int(x) for x in conn.execute(q).scalars()]
 
 
+def live_windows_marker(database_url: str, at: datetime) -> tuple:
+    """``(count, max id, next start after at, next end after at)`` of the live windows: while it is
+    unchanged and ``at`` has not reached either time, :func:`live_stream_ids` would answer the same
+    (except for an end_ts changed in place, which the caller re-reads on a timer). Four indexed
+    aggregates: cheap next to reading 100k live ids."""
+    at = utc_naive(at)
+    with get_engine(database_url).connect() as conn:
+        count, top = conn.execute(select(func.count(), func.max(LiveWindow.id))).one()
+        nxt_start = conn.execute(select(func.min(LiveWindow.start_ts)).where(LiveWindow.start_ts > at)).scalar()
+        nxt_end = conn.execute(select(func.min(LiveWindow.end_ts)).where(LiveWindow.end_ts > at)).scalar()
+    return int(count or 0), top, nxt_start, nxt_end
+
+
 def known_stream_ids(database_url: str, ids: Sequence[int]) -> set:
     engine = get_engine(database_url)
     with engine.connect() as conn:

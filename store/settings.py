@@ -36,6 +36,10 @@ class Settings:
     worker_metrics_port: int = 0             # STREAMRANK_WORKER_METRICS_PORT: Celery workers' /metrics (0 = off)
     beat_schedule: str = ""                  # STREAMRANK_BEAT_SCHEDULE: beat overrides, "ENTRY=SECONDS|off,..."
                                              #   (workers/celery_app.py; empty = the default schedule)
+    explore_share: float = 0.1               # STREAMRANK_EXPLORE_SHARE: page slots for cold streams (Thompson; 0 = off)
+    explore_cold_below: int = 100            # STREAMRANK_EXPLORE_COLD_BELOW: impressions (30 d) under which a stream is cold
+    randomise_share: float = 0.01            # STREAMRANK_RANDOMISE_SHARE: requests with the top-K order randomised
+    randomise_top: int = 10                  # STREAMRANK_RANDOMISE_TOP: K
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -57,6 +61,12 @@ class Settings:
             raise ValueError(f"STREAMRANK_JOURNAL_FSYNC must be always, everysec or no, got {self.journal_fsync!r}")
         object.__setattr__(self, "feast_repo", Path(self.feast_repo).resolve())
         object.__setattr__(self, "artifact_dir", Path(self.artifact_dir).resolve())
+        if not 0.0 <= self.explore_share < 1.0:
+            raise ValueError(f"STREAMRANK_EXPLORE_SHARE must be in [0, 1), got {self.explore_share}")
+        if not 0.0 <= self.randomise_share <= 1.0:
+            raise ValueError(f"STREAMRANK_RANDOMISE_SHARE must be in [0, 1], got {self.randomise_share}")
+        if self.randomise_top < 2 or self.explore_cold_below < 0:
+            raise ValueError("STREAMRANK_RANDOMISE_TOP must be >= 2 and STREAMRANK_EXPLORE_COLD_BELOW >= 0")
         if not (self.feast_online == "sqlite" or self.feast_online.startswith(("redis://", "rediss://"))):
             raise ValueError(f"STREAMRANK_FEAST_ONLINE must be 'sqlite' or a redis:// URL, got {self.feast_online!r}")
 
@@ -71,13 +81,14 @@ class Settings:
                 continue
             if f.name in ("home", "feast_repo", "artifact_dir", "journal_dir"):
                 kwargs[f.name] = Path(raw)
-            elif f.name in ("port", "stats_bucket_s", "journal_max_events", "max_body_bytes", "worker_metrics_port"):
+            elif f.name in ("port", "stats_bucket_s", "journal_max_events", "max_body_bytes", "worker_metrics_port",
+                            "explore_cold_below", "randomise_top"):
                 try:
                     kwargs[f.name] = int(raw)
                 except ValueError:
                     raise ValueError(f"STREAMRANK_{f.name.upper()} must be an integer, got {raw!r}") from None
             elif f.name in ("snapshot_interval_s", "broker_polling_s", "job_lease_s", "journal_flush_s",
-                            "read_timeout_s"):
+                            "read_timeout_s", "explore_share", "randomise_share"):
                 try:
                     kwargs[f.name] = float(raw)
                 except ValueError:
