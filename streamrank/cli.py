@@ -283,6 +283,36 @@ def cmd_evaluate_ope(args) -> int:
     return 0
 
 
+def cmd_position_curve(args) -> int:
+    """The examination curve of a log with positions (ope/position_curve.py): JSON lines + a plot."""
+    from ope.position_curve import impressions_with_clicks, plot, position_curve
+    from store.sources.events_file import _read_table
+    path = Path(args.events)
+    if not path.exists():
+        raise SystemExit(f"{path}: no such file")
+    try:
+        events = _read_table(path)
+        missing = {"type", "request_id", "stream_id", "position", "user_id"} - set(events.columns)
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {sorted(missing)} (the generic events format)")
+        imps = impressions_with_clicks(events)
+        method, rows = position_curve(imps, method=args.method, max_position=args.max_position,
+                                      n_boot=args.bootstrap, seed=args.seed)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    print(f"method: {method} ({'the randomised requests' if method == 'randomised' else 'EM over every impression'}, "
+          f"{len(imps):,} impressions)", file=sys.stderr)
+    for r in rows:
+        rnd = lambda v: None if v is None else round(v, 6)         # noqa: E731
+        print(json.dumps({"position": r["position"], "examination": rnd(r["examination"]),
+                          "ci_low": rnd(r["ci_low"]), "ci_high": rnd(r["ci_high"]), "n": r["n"],
+                          "method": method}), flush=True)
+    out = args.plot or str(path.with_suffix("")) + "-position-curve.png"
+    plot(method, rows, out)
+    print(f"plot: {out}", file=sys.stderr)
+    return 0
+
+
 # ----------------------------------------------------------------------------- run (make run)
 def _has_live_streams(settings) -> bool:
     from store.ingest import live_stream_ids
@@ -480,6 +510,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=12345)
     s.add_argument("--plot", help="also write a PNG of the estimates and their CIs")
     s.set_defaults(func=cmd_evaluate_ope)
+
+    s = sub.add_parser("position-curve", help="examination by slot from a log with positions (JSON rows + plot)")
+    s.add_argument("--events", required=True, help="an events file (CSV or Parquet, the generic events format)")
+    s.add_argument("--method", choices=["randomised", "em"], help="default: randomised when the log flags enough")
+    s.add_argument("--max-position", type=int)
+    s.add_argument("--bootstrap", type=int, default=200)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--plot", help="PNG path (default: next to the events file)")
+    s.set_defaults(func=cmd_position_curve)
 
     s = sub.add_parser("run", help="the whole job on the embedded default, then serve (make run)")
     s.add_argument("--seed", type=int, default=0)
