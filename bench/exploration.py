@@ -7,9 +7,9 @@ requests, the first of them far better than any other), each policy serves every
 policy.page.build_page: ``none`` (the ranked order), ``thompson`` (the product's default:
 Beta–Bernoulli posteriors, the exploration share of the page's slots) and ``uniform`` (ε-greedy's
 choice: the same slots, a uniformly random cold stream). Prints per policy the mean ± std over
-seeds of the cumulative regret (vs the best page by the planted click rates) and the requests
-until the new star is first in the top 3 ranked slots, one JSON line per run, and plots the
-regret curves.
+seeds of the cumulative regret (vs the best page by the planted click rates), the requests
+until the new star is first in the top 3 ranked slots and until every new stream was shown once,
+one JSON line per run, and plots the regret curves.
 """
 from __future__ import annotations
 
@@ -44,14 +44,15 @@ def main(argv=None) -> int:
             line["seconds"] = round(time.perf_counter() - t0, 1)
             print(json.dumps(line), flush=True)
     print(f"\n{args.requests} requests, exploration share {args.share}, {args.seeds} seeds (mean ± std)")
-    print(f"{'policy':<10} {'cumulative regret':>22} {'star in top 3 after':>24}")
+    print(f"{'policy':<10} {'cumulative regret':>22} {'star in top 3 after':>24} {'all new shown after':>20}")
     for p in POLICIES:
         reg = np.array([r["cumulative_regret"] for r in runs[p]])
         star = [r["star_top3_after"] for r in runs[p]]
         got = [s for s in star if s is not None]
         star_txt = (f"{np.mean(got):.0f} ± {np.std(got):.0f}" if got else "never") + \
             (f" ({len(star) - len(got)} never)" if got and len(got) < len(star) else "")
-        print(f"{p:<10} {reg.mean():>13.1f} ± {reg.std():<6.1f} {star_txt:>24}")
+        shown = np.array([max(r["new_first_shown"]) if min(r["new_first_shown"]) >= 0 else np.nan for r in runs[p]])
+        print(f"{p:<10} {reg.mean():>13.1f} ± {reg.std():<6.1f} {star_txt:>24} {np.nanmean(shown):>14.0f} ± {np.nanstd(shown):.0f}")
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")

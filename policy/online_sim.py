@@ -4,14 +4,16 @@
 requests, ``n_new`` new streams go live, the first of them far better than any other
 (θ = ``star_ctr``). Each request shows ``k`` slots; a stream at slot p is clicked with probability
 examination(p) · θ_s, examination(p) = (p + 1)^-0.7. The ranker scores each stream by its
-shrunk click rate from the counters (the posterior mean), which is what a ranker fitted on the
-log knows about a stream: a new one starts at the mean and, never shown, stays there. The
+position-debiased click rate (clicks over examination-weighted impressions) shrunk to the mean,
+which is what a ranker fitted on the log knows about a stream: a new one starts at the mean and,
+never shown, stays there. The
 policies: ``none`` (the ranked order), ``thompson`` and ``uniform`` (ε-greedy's choice) with the
 same exploration share of the page (policy.page).
 
 Per request, regret = E[clicks | the best page] − E[clicks | the shown page], the best page being
-the k highest θ in examination order. :func:`run` returns the cumulative regret and, for the star,
-the first request index at which it was shown in the top 3 ranked slots (None: never).
+the k highest θ in examination order. :func:`run` returns the cumulative regret, the request
+(counted from the new streams' start) of each new stream's first impression and, for the star,
+the first request at which it was shown in the top 3 ranked slots (None: never).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ def run(policy: str, *, requests: int = 20_000, n_streams: int = 60, n_new: int 
     clicks = np.zeros(n)
     imps[:n_streams] = world.integers(200, 2000, n_streams)            # the old streams have a history
     clicks[:n_streams] = world.binomial(imps[:n_streams].astype(int), theta[:n_streams] * exam.mean())
+    seen = imps * exam.mean()                     # examination-weighted impressions (the ranker's denominator)
     start_new = int(new_at * requests)
     if policy == "none":
         cfg = PageConfig(explore=ExploreConfig(share=0.0), randomise_share=0.0)
@@ -46,19 +49,24 @@ def run(policy: str, *, requests: int = 20_000, n_streams: int = 60, n_new: int 
         raise ValueError(f"policy must be none, thompson or uniform, got {policy!r}")
     regret = np.zeros(requests)
     star_top: Optional[int] = None
+    first_shown = np.full(n, -1)                  # request index (after start_new) of each stream's first impression
     for r in range(requests):
         live = n if r >= start_new else n_streams
         th = theta[:live]
-        # the ranker: each stream's click rate shrunk to the mean (20 pseudo-impressions), per examination
-        seen = imps[:live] * exam.mean()
-        mean = clicks[:live].sum() / max(seen.sum(), 1.0)
-        score = (clicks[:live] + 20 * mean) / (seen + 20)
+        # the ranker: each stream's position-debiased click rate (clicks / examination-weighted
+        # impressions) shrunk to the mean with 20 pseudo-impressions
+        mean = clicks[:live].sum() / max(seen[:live].sum(), 1.0)
+        score = (clicks[:live] + 20 * mean) / (seen[:live] + 20)
         page = build_page(score, k, cfg, rng, clicks=clicks[:live], impressions=imps[:live])
         shown = page.index
         p_click = exam[:len(shown)] * th[shown]
         got = rng.random(len(shown)) < p_click
         imps[shown] += 1
+        seen[shown] += exam[:len(shown)]
         clicks[shown] += got
+        if r >= start_new:
+            new_first = shown[first_shown[shown] < 0]
+            first_shown[new_first] = r - start_new
         best = np.sort(th)[::-1][:len(shown)]
         regret[r] = float((exam[:len(shown)] * best).sum() - p_click.sum())
         if star_top is None and r >= start_new:
@@ -68,6 +76,7 @@ def run(policy: str, *, requests: int = 20_000, n_streams: int = 60, n_new: int 
     return {"policy": policy, "requests": requests, "share": share if policy != "none" else 0.0,
             "cumulative_regret": float(regret.sum()), "regret_after_new": float(regret[start_new:].sum()),
             "star_top3_after": star_top, "star_impressions": int(imps[n_streams]), "seed": seed,
+            "new_first_shown": first_shown[n_streams:].tolist(), "min_regret": float(regret.min()),
             "curve": np.cumsum(regret)}
 
 
