@@ -15,8 +15,7 @@ hard case for graph indexes). Prints one JSON line per measurement:
 - ``retrieve``: user tower + index search + channel merge (p50 / p99) — what api/retrieval.py does
   per request.
 
-Not measured here: ``/v1/recommend`` end to end over HTTP with N live streams (the candidate
-snapshot of N streams is the serving-speed issue's work); see docs/retrieval.md.
+``/v1/recommend`` end to end over HTTP with N live streams: bench/retrieval_http.py.
 """
 from __future__ import annotations
 
