@@ -7,9 +7,9 @@ candidates' mean click rate ĉ:
     θ_s ~ Beta(α₀ + clicks_s, β₀ + impressions_s − clicks_s),   α₀ = n₀ ĉ,  β₀ = n₀ (1 − ĉ)
 
 The page keeps ``m = max(1, round(share · k))`` exploration slots (spread from position 3 down the
-page). Per request one θ is drawn for every cold candidate; the m highest take the exploration
-slots (the highest first), and every other slot is filled by the ranker's order of the remaining
-candidates (cold ones included). This is seed 000's "race": a cold stream that gets clicks rises
+page). Per request one θ is drawn for every cold candidate the ranker leaves off the page; the m
+highest take the exploration slots (the highest first), and every other slot is filled by the
+ranker's order (cold streams it ranks on the page stay in it: exploration never demotes). This is seed 000's "race": a cold stream that gets clicks rises
 in its posterior and keeps winning slots until it graduates into the ranker's order; one that
 does not, fades.
 
@@ -77,7 +77,9 @@ def explore_page(order: np.ndarray, cold: np.ndarray, alpha: np.ndarray, beta: n
     size = min(k, n)
     rank_of = np.empty(n, np.int64)
     rank_of[order] = np.arange(n)
-    cold_idx = np.flatnonzero(cold)
+    # only cold streams the ranker leaves off the page race: exploration adds exposure, it never
+    # moves a stream the ranker already shows (a cold stream with clicks ranked first stays first)
+    cold_idx = np.flatnonzero(np.asarray(cold) & (rank_of >= size))
     if len(cold_idx) > max_cold:
         cold_idx = cold_idx[np.argsort(rank_of[cold_idx], kind="stable")[:max_cold]]
     slots = [s for s in slots if s < size]

@@ -27,21 +27,26 @@ def test_one_cold_stream_always_takes_the_exploration_slot():
 
 
 def test_propensities_match_the_exact_probability():
-    """Two cold streams, one slot: P(stream 1 explored) = P(θ1 > θ2) with θ ~ Beta."""
-    order = np.array([0, 1, 2])
-    cold = np.array([False, True, True])
-    a, b = np.array([1.0, 3.0, 1.0]), np.array([1.0, 7.0, 9.0])
+    """Two cold streams off the page, one exploration slot: P(stream 2 explored) = P(θ2 > θ3)."""
+    order = np.array([0, 1, 2, 3])
+    cold = np.array([False, False, True, True])
+    a, b = np.array([1.0, 1.0, 3.0, 1.0]), np.array([1.0, 1.0, 7.0, 9.0])
     rng = np.random.default_rng(1)
     exact = np.mean(rng.beta(3, 7, 400_000) > rng.beta(1, 9, 400_000))          # ≈ 0.85
     seen = []
     for seed in range(40):
-        page, prop, explored = explore_page(order, cold, a, b, 3, [1], np.random.default_rng(seed), 4000)
-        p_slot = prop[1] if page[1] == 1 else 1 - prop[1]
-        seen.append(p_slot)
-        # the ranked slots: stream 0 is always first; the last slot holds the cold stream not explored
-        assert page[0] == 0 and prop[0] == 1.0
-        assert prop[2] == pytest.approx(prop[1])
+        page, prop, explored = explore_page(order, cold, a, b, 2, [1], np.random.default_rng(seed), 4000)
+        assert page[0] == 0 and prop[0] == 1.0 and explored.tolist() == [False, True]
+        seen.append(prop[1] if page[1] == 2 else 1 - prop[1])
     assert np.mean(seen) == pytest.approx(exact, abs=0.01)
+
+
+def test_exploration_never_demotes_a_cold_stream_the_ranker_shows():
+    order = np.array([4, 0, 1, 2, 3, 5])                    # the cold stream 4 is ranked first
+    cold = np.array([False, False, False, False, True, True])
+    page, prop, explored = explore_page(order, cold, np.ones(6), np.ones(6), 4, [2], np.random.default_rng(0), 100)
+    assert page.tolist() == [4, 0, 5, 1] and explored.tolist() == [False, False, True, False]
+    assert prop.tolist() == [1.0, 1.0, 1.0, 1.0]
 
 
 def test_randomised_top_is_a_permutation_with_propensity_one_over_k():
