@@ -68,10 +68,14 @@ def _by_request(acts: pd.DataFrame, imps: pd.DataFrame, window: Optional[timedel
     return i.reindex(acts.index)
 
 
-def impression_labels(events: pd.DataFrame, streams: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+def impression_labels(events: pd.DataFrame, streams: Optional[pd.DataFrame] = None, *,
+                      purchase_decay: Optional[float] = None) -> pd.DataFrame:
     """One row per impression event, in time order, with click / purchase / stay_s labels.
 
     ``events`` in store.ingest.EVENT_COLUMNS; ``streams`` (stream_id, category) gives ``category``.
+    ``purchase_decay`` η (None: the module docstring's rule, a 0/1 label): each purchase is
+    credited to u's clicked impressions of s in the 24 h before it with weight η^(hours before),
+    normalised, and ``purchase`` is the summed credit capped at 1 (ranking.attribution).
     """
     ev = events.copy()
     ev["ts"] = _utc_us(ev["ts"])
@@ -120,6 +124,13 @@ def impression_labels(events: pd.DataFrame, streams: Optional[pd.DataFrame] = No
             pd.to_numeric(a.loc[ok, "value"], errors="coerce").fillna(0.0).to_numpy()
         np.add.at(acc, target[ok].astype(np.int64).to_numpy(), weights)
 
+    purchase = (buys > 0).astype(np.int64)
+    if purchase_decay is not None:
+        from .attribution import decayed_credit
+        credit = decayed_credit(imp_clicked, acts[acts["type"] == "purchase"], n, eta=purchase_decay,
+                                window=ATTRIBUTION)
+        purchase = np.minimum(credit, 1.0)
+
     if streams is not None and len(streams):
         cmap = pd.Series(streams["category"].to_numpy(), index=streams["stream_id"].astype("int64"))
         cmap = cmap[~cmap.index.duplicated()]
@@ -136,7 +147,7 @@ def impression_labels(events: pd.DataFrame, streams: Optional[pd.DataFrame] = No
         "position": pd.to_numeric(imp["position"], errors="coerce").astype("Int64"),
         "page": imp["page"],
         "click": click,
-        "purchase": (buys > 0).astype(np.int64),
+        "purchase": purchase,
         "stay_s": stay,
     })
     return out[LABEL_COLUMNS]

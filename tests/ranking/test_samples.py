@@ -1,5 +1,6 @@
 """ranking.samples.impression_labels: click / purchase / stay attribution rules."""
 import numpy as np
+import pytest
 import pandas as pd
 
 from ranking.samples import LABEL_COLUMNS, impression_labels
@@ -136,3 +137,29 @@ def test_training_frame_lists_are_point_in_time(tmp_path):
     assert late.loc["i3", "rt_items"] == [503, 504, 502, 501]
     assert late.loc["i4", "rt_items"] == [] and late.loc["i4", "recent_items"] == [503, 502]
     assert late.loc["i4", "orders_30m"] == 0
+
+
+def test_purchase_intent_attribution_with_time_decay():
+    """Two clicked impressions of stream 5 (10 h and 1 h before the purchase) and one not clicked:
+    with η the credit splits η^10 : η^1, normalised; η = 1 splits evenly; off, last touch (0/1)."""
+    h = lambda hours: T + pd.Timedelta(hours=hours)          # noqa: E731
+    ev = _events([
+        ("i1", 1, h(0), "impression", 5, None, "A", 1, "live", None),
+        ("c1", 1, h(0.01), "click", 5, None, "A", 1, "live", None),
+        ("i2", 1, h(9), "impression", 5, None, "B", 2, "live", None),
+        ("c2", 1, h(9.01), "click", 5, None, "B", 2, "live", None),
+        ("i3", 1, h(9.5), "impression", 5, None, "C", 1, "live", None),          # shown, not clicked
+        ("p", 1, h(10), "purchase", 5, 50, None, None, None, 20.0),
+        ("i4", 2, h(0), "impression", 5, None, "D", 1, "live", None),          # another user: no credit
+    ])
+    last = impression_labels(ev)
+    assert last.set_index("event_id")["purchase"].to_dict() == {"i1": 0, "i2": 1, "i3": 0, "i4": 0}
+    eta = 0.8
+    lab = impression_labels(ev, purchase_decay=eta).set_index("event_id")["purchase"]
+    w1, w2 = eta ** (10 - 0.0), eta ** (10 - 9.0)             # from the impressions' times
+    assert lab["i1"] == pytest.approx(w1 / (w1 + w2)) and lab["i2"] == pytest.approx(w2 / (w1 + w2))
+    assert lab["i3"] == 0 and lab["i4"] == 0 and lab.sum() == pytest.approx(1.0)
+    even = impression_labels(ev, purchase_decay=1.0).set_index("event_id")["purchase"]
+    assert even["i1"] == pytest.approx(0.5) and even["i2"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="eta"):
+        impression_labels(ev, purchase_decay=0.0)
