@@ -78,16 +78,16 @@ class Retrieval:
             self._index = None
             return None
         model = loaded.model
-        live = [int(s) for s in self._snapshot_fn().live_ids()]
+        live = np.asarray(self._snapshot_fn().live_ids(), dtype=np.int64)
         with self._lock:
             cur = self._index
             if cur is None or cur[0] != loaded.version:
                 cur = (loaded.version, LiveIndex(model.dim))
                 self._live_key = None
-            key = (loaded.version, tuple(live))
-            if key != self._live_key:
-                ids = np.asarray(live, dtype=np.int64)
-                ids = ids[model.known(ids)]
+            prev = self._live_key
+            if prev is None or prev[0] != loaded.version or not np.array_equal(prev[1], live):
+                key = (loaded.version, live)
+                ids = live[model.known(live)]
                 cur[1].sync((ids, model.stream_vectors(ids)))
                 self._live_key = key
                 self.syncs += 1
