@@ -133,15 +133,18 @@ def log_impressions(rt, request_id: str, user_id: int, page: str, items: list, n
     return {"journaled": True, "count": len(rows)}
 
 
-def _page(rt, scores: np.ndarray, k: int, stream_df, base: str):
+def _page(rt, scores: np.ndarray, k: int, stream_df, base: str, categories):
     """policy.page.build_page with the app's switches; the counters are the streams' 30-day
-    impressions and clicks (batch statistics)."""
+    impressions and clicks (batch statistics), the re-ranker's categories the catalog's."""
     from policy.page import build_page
     clicks = imps = None
     if stream_df is not None and "s_exposures_30d" in stream_df.columns and "s_clicks_30d" in stream_df.columns:
         clicks = stream_df["s_clicks_30d"].to_numpy(dtype=float, na_value=np.nan)
         imps = stream_df["s_exposures_30d"].to_numpy(dtype=float, na_value=np.nan)
-    return build_page(scores, k, rt.page_config, np.random.default_rng(), clicks=clicks, impressions=imps, base=base)
+    cfg = rt.page_config
+    value = rt.slate_value if cfg.rerank.enabled else None
+    return build_page(scores, k, cfg, np.random.default_rng(), clicks=clicks, impressions=imps, base=base,
+                      categories=categories, slot_value=value), value
 
 
 class _Timer:
@@ -265,7 +268,7 @@ def recommend():
     # best first (ties keep the candidates' order), then the page policy: cold-stream exploration
     # or, on a share of requests, the top-K randomised; every slot keeps its propensity
     base = "popularity" if model_version == "popularity" else "ranked"
-    page = _page(rt, scores, k, stream_df, base)
+    page, slate_value = _page(rt, scores, k, stream_df, base, categories)
     order = page.index
     items = []
     for pos, (i, prop, pol) in enumerate(zip(order, page.propensity, page.policy), start=1):
@@ -276,6 +279,9 @@ def recommend():
         if prop < 1.0:
             it["propensity"] = round(float(prop), 6)
         items.append(it)
+    if page.reranked:
+        answer["rerank"] = {"slot_value": "slate_model" if slate_value is not None else "scores",
+                            "relaxed": page.relaxed}
     if sources is not None:               # which retrieval channel brought each item
         for it, i in zip(items, order):
             it["source"] = sources[i]

@@ -68,6 +68,7 @@ class Runtime:
         self._celery = None
         self._journal = None
         self._page_config = None
+        self._slate_value = None
         self.closed = False
         # Online reads go through feature_repo.direct (a SQLite connection per thread; Redis clients
         # are thread-safe), so request threads need no lock around them. (Feast's own SQLite store
@@ -132,11 +133,33 @@ class Runtime:
             if cfg is None:
                 from policy.explore import ExploreConfig
                 from policy.page import PageConfig
+                from policy.rerank import RerankConfig
                 s = self.settings
                 cfg = PageConfig(explore=ExploreConfig(share=s.explore_share, cold_below=s.explore_cold_below),
-                                 randomise_share=s.randomise_share, randomise_top=s.randomise_top)
+                                 randomise_share=s.randomise_share, randomise_top=s.randomise_top,
+                                 rerank=RerankConfig(width=s.rerank_width, top=s.rerank_top,
+                                                     max_per_category=s.rerank_max_per_category))
             self._page_config = cfg
         return self._page_config
+
+    @property
+    def slate_value(self):
+        """The re-ranker's slot value: the slate model at STREAMRANK_SLATE_MODEL (policy.slate_model),
+        loaded once; None (the ranker's scores) when unset or unreadable (logged)."""
+        if self._slate_value is None:
+            with self._lock:
+                if self._slate_value is None:
+                    value = False
+                    path = self.config.get("SLATE_MODEL", self.settings.slate_model)
+                    if path:
+                        try:
+                            from policy.slate_model import SlateValue, load_slate_model
+                            value = SlateValue(load_slate_model(path))
+                        except Exception as exc:
+                            log.error("slate model %s unreadable, re-ranking on the ranker's scores: %s: %s",
+                                      path, type(exc).__name__, exc)
+                    self._slate_value = value
+        return self._slate_value or None
 
     @property
     def retrieval(self):

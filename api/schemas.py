@@ -160,6 +160,8 @@ class RecommendAnswer(_Answer):
     items: list[RankedItem]
     impressions: Optional[Impressions] = Field(None, description="the answer's items as logged impression events")
     retrieval: Optional[dict] = Field(None, description="{version, candidates}: the two-tower that retrieved them")
+    rerank: Optional[dict] = Field(None, description="{slot_value: slate_model | scores, relaxed}: the page re-ranker "
+                                   "ordered the top slots (relaxed: the candidates could not meet the diversity rules)")
     reason: Optional[str] = None
 
 

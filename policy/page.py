@@ -1,5 +1,12 @@
-"""The page of a recommend: ranked, with cold-stream exploration or (on a share of requests) the
-top-K randomised; each slot labelled with its policy and propensity."""
+"""The page of a recommend: ranked, re-ranked under the diversity constraints (policy.rerank), with
+cold-stream exploration or (on a share of requests) the top-K randomised; each slot labelled with
+its policy and propensity.
+
+Order of the steps: a randomised request permutes the ranker's top K (propensity 1/K; no
+re-ranking, no exploration, so 1/K is exact). Otherwise the re-ranker orders the top of the page
+(deterministic: propensity 1) and exploration then gives its slots to cold streams, filling the
+others in the re-ranked order. Exploration and randomised slots are exempt from the diversity
+constraints (a cold stream is shown for what the log learns, whatever its category)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,6 +16,7 @@ import numpy as np
 
 from .explore import ExploreConfig, exploration_slots, explore_page, posteriors
 from .randomise import randomise_top
+from .rerank import RerankConfig, rerank
 
 
 @dataclass(frozen=True)
@@ -16,6 +24,7 @@ class PageConfig:
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     randomise_share: float = 0.01   # share of requests with the top-K order randomised (0 = off)
     randomise_top: int = 10         # K
+    rerank: RerankConfig = field(default_factory=RerankConfig)
 
     def __post_init__(self):
         if not 0.0 <= self.randomise_share <= 1.0:
@@ -29,14 +38,18 @@ class Page:
     index: np.ndarray         # candidate indices, slot by slot (slot 1 first)
     propensity: np.ndarray    # P(that candidate at that slot) under the policy
     policy: list              # per slot: "ranked", "explore" or "randomised"
+    reranked: bool = False    # the re-ranker ordered the top of the page
+    relaxed: bool = False     # the candidates could not meet the diversity constraints
 
 
 def build_page(scores: np.ndarray, k: int, cfg: PageConfig, rng: np.random.Generator, *,
                clicks: Optional[np.ndarray] = None, impressions: Optional[np.ndarray] = None,
-               base: str = "ranked") -> Page:
+               base: str = "ranked", categories=None, slot_value=None) -> Page:
     """The page from the candidates' ``scores`` (best first, ties in candidate order) and their
     counters (for exploration; None = no exploration). ``base``: the label of a ranked slot
-    (``"popularity"`` when no model ranked)."""
+    (``"popularity"`` when no model ranked). ``categories`` (per candidate; None = no
+    re-ranking) and ``slot_value`` (a policy.rerank slot value, e.g. a trained slate model;
+    None = the ranker's scores) drive the re-ranker."""
     scores = np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf)
     order = np.argsort(-scores, kind="stable")
     size = min(k, len(order))
@@ -45,6 +58,10 @@ def build_page(scores: np.ndarray, k: int, cfg: PageConfig, rng: np.random.Gener
         K = min(cfg.randomise_top, size)
         labels = ["randomised" if i < K and K >= 2 else base for i in range(size)]
         return Page(page, prop, labels)
+    reranked = relaxed = False
+    if cfg.rerank.enabled and categories is not None and size >= 2:
+        rr = rerank(scores, categories, len(order), cfg.rerank, slot_value)
+        order, relaxed, reranked = rr.order, rr.relaxed, True
     ex = cfg.explore
     if ex.share > 0 and clicks is not None and impressions is not None:
         imps = np.nan_to_num(np.asarray(impressions, dtype=float), nan=0.0)
@@ -53,8 +70,8 @@ def build_page(scores: np.ndarray, k: int, cfg: PageConfig, rng: np.random.Gener
             alpha, beta = posteriors(clicks, imps, ex.prior_strength)
             page, prop, explored = explore_page(order, cold, alpha, beta, k, exploration_slots(size, ex.share),
                                                 rng, ex.n_sim, ex.method, ex.max_cold)
-            return Page(page, prop, ["explore" if e else base for e in explored])
-    return Page(order[:size], np.ones(size), [base] * size)
+            return Page(page, prop, ["explore" if e else base for e in explored], reranked, relaxed)
+    return Page(order[:size], np.ones(size), [base] * size, reranked, relaxed)
 
 
 __all__ = ["PageConfig", "Page", "build_page"]

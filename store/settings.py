@@ -40,6 +40,10 @@ class Settings:
     explore_cold_below: int = 100            # STREAMRANK_EXPLORE_COLD_BELOW: impressions (30 d) under which a stream is cold
     randomise_share: float = 0.01            # STREAMRANK_RANDOMISE_SHARE: requests with the top-K order randomised
     randomise_top: int = 10                  # STREAMRANK_RANDOMISE_TOP: K
+    rerank_width: int = 3                    # STREAMRANK_RERANK_WIDTH: page re-ranking beam width (1 greedy, 0 off)
+    rerank_top: int = 10                     # STREAMRANK_RERANK_TOP: slots re-ranked under the diversity constraints
+    rerank_max_per_category: int = 3         # STREAMRANK_RERANK_MAX_PER_CATEGORY: per category in the top slots (0 = no cap)
+    slate_model: str = ""                    # STREAMRANK_SLATE_MODEL: a trained policy.slate_model file (empty: ranker scores)
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -67,6 +71,8 @@ class Settings:
             raise ValueError(f"STREAMRANK_RANDOMISE_SHARE must be in [0, 1], got {self.randomise_share}")
         if self.randomise_top < 2 or self.explore_cold_below < 0:
             raise ValueError("STREAMRANK_RANDOMISE_TOP must be >= 2 and STREAMRANK_EXPLORE_COLD_BELOW >= 0")
+        if self.rerank_width < 0 or self.rerank_top < 1 or self.rerank_max_per_category < 0:
+            raise ValueError("STREAMRANK_RERANK_WIDTH and _MAX_PER_CATEGORY must be >= 0 and STREAMRANK_RERANK_TOP >= 1")
         if not (self.feast_online == "sqlite" or self.feast_online.startswith(("redis://", "rediss://"))):
             raise ValueError(f"STREAMRANK_FEAST_ONLINE must be 'sqlite' or a redis:// URL, got {self.feast_online!r}")
 
@@ -82,7 +88,8 @@ class Settings:
             if f.name in ("home", "feast_repo", "artifact_dir", "journal_dir"):
                 kwargs[f.name] = Path(raw)
             elif f.name in ("port", "stats_bucket_s", "journal_max_events", "max_body_bytes", "worker_metrics_port",
-                            "explore_cold_below", "randomise_top"):
+                            "explore_cold_below", "randomise_top", "rerank_width", "rerank_top",
+                            "rerank_max_per_category"):
                 try:
                     kwargs[f.name] = int(raw)
                 except ValueError:
