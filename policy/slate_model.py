@@ -7,9 +7,10 @@ candidate's relation to the page::
     x_j   = W_tok [score_j ; E(cat_j)]                     token of the stream at slot j
     h_0   = learned;   h_{t+1} = GRU(x_t, h_t)             h_t: [B, hidden]
     z_ct  = [score_c ; E(cat_c) ; E(cat_{t-1}) ; P(t) ; 1{cat_c = cat_{t-1}} ; n_c,t / k ; h_t]
-    P(click c at t | page above) = σ(MLP(z_ct))
+    P(click c at t | page above) = σ(MLP(z_ct) + T[cat_{t-1}, cat_c])
 
-``score`` is the ranker's score of the stream (logit scale), ``cat`` its category (a vocabulary
+``T`` is a learned category-transition table (what a stream right below another category is
+worth; an MLP alone learns such pairwise effects slowly). ``score`` is the ranker's score of the stream (logit scale), ``cat`` its category (a vocabulary
 learned from the log; unseen categories share one code), ``n_c,t`` the number of streams of c's
 category above slot t. Trained on logged pages with binary cross-entropy on each slot's click:
 the model learns the position curve and the page-context effect together from logs whose pages
@@ -53,6 +54,7 @@ class SlateModel(nn.Module):
         self.tok = nn.Linear(1 + cfg.d_cat, cfg.hidden)
         self.gru = nn.GRUCell(cfg.hidden, cfg.hidden)
         self.h0 = nn.Parameter(torch.zeros(cfg.hidden))
+        self.transition = nn.Embedding((V + 2) * (V + 2), 1)
         self.head = nn.Sequential(nn.Linear(1 + 2 * cfg.d_cat + cfg.d_pos + 2 + cfg.hidden, cfg.mlp), nn.ReLU(),
                                   nn.Linear(cfg.mlp, 1))
         self.reset_parameters()
@@ -61,6 +63,7 @@ class SlateModel(nn.Module):
         for m in (self.cat, self.pos, self.tok, self.gru, self.head[0], self.head[2]):
             m.reset_parameters()
         nn.init.zeros_(self.h0)
+        nn.init.zeros_(self.transition.weight)
 
     def codes(self, cats) -> torch.Tensor:
         """Category values -> vocabulary codes (unseen or negative -> unknown)."""
@@ -84,7 +87,8 @@ class SlateModel(nn.Module):
         same = ((code == prev_code[:, None]) & (code != self.unknown)).float()
         z = torch.cat([score[..., None], self.cat(code), self.cat(prev_code)[:, None, :].expand(B, n, -1), pos,
                        same[..., None], (n_same.float() / self.cfg.k)[..., None], h[:, None, :].expand(B, n, -1)], -1)
-        return self.head(z).squeeze(-1)
+        pair = self.transition(prev_code[:, None] * (self.cfg.n_categories + 2) + code).squeeze(-1)
+        return self.head(z).squeeze(-1) + pair
 
     def forward(self, score: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         """Logged pages score, code [N, k] -> click logits [N, k] (slot t given slots < t)."""

@@ -66,11 +66,13 @@ def make_app(world):
     def make(settings=None, *, background=False, **config):
         from policy.explore import ExploreConfig
         from policy.page import PageConfig
+        from policy.rerank import RerankConfig
         app = create_app(settings or world)
-        # the ranked order only, unless a test turns the page policy on (tests/api/test_page_policy.py)
+        # the ranked order only, unless a test turns the page policy on (tests/api/test_rerank_serving.py)
         app.config.update({"TESTING": True, "SNAPSHOT_BACKGROUND": background, "MODEL_CHECK_S": 0.0,
                            "READY_TIMEOUT_S": 60.0,
-                           "PAGE_CONFIG": PageConfig(explore=ExploreConfig(share=0.0), randomise_share=0.0),
+                           "PAGE_CONFIG": PageConfig(explore=ExploreConfig(share=0.0), randomise_share=0.0,
+                                                     rerank=RerankConfig(width=0)),
                            **config})
         apps.append(app)
         return app

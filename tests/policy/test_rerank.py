@@ -120,3 +120,33 @@ def test_score_value_is_examination_weighted_click_probability():
     st = v.start(np.arange(2), np.array([0, 1]), np.array([0.0, np.log(3.0)]))
     assert v.values(st, 0)[0] == pytest.approx([0.5, 0.75])
     assert v.values(st, 1)[0] == pytest.approx([0.5 * 2 ** -0.7, 0.75 * 2 ** -0.7])
+
+
+def test_build_page_reranks_then_explores_and_randomised_requests_are_not_reranked():
+    from policy.explore import ExploreConfig
+    from policy.page import PageConfig, build_page
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.1])
+    cats = [1, 1, 2, 2, 3, 3, 4]
+    rr = PageConfig(explore=ExploreConfig(share=0.0), randomise_share=0.0, rerank=RerankConfig(top=6))
+    p = build_page(scores, 6, rr, np.random.default_rng(0), categories=cats)
+    assert p.reranked and not p.relaxed
+    # greedy takes 0.6 (category 2) at slot 4 and then has to skip 0.4 (category 3 twice in a row);
+    # the beam puts 0.5 first and keeps 0.4: categories 1 2 1 3 2 3, a higher examination-weighted sum
+    assert p.index.tolist() == [0, 2, 1, 4, 3, 5]
+    greedy = rerank(scores, cats, 6, RerankConfig(top=6, width=1))
+    assert greedy.order.tolist() == [0, 2, 1, 3, 4, 6]
+    assert rerank(scores, cats, 6, RerankConfig(top=6)).value > greedy.value
+    assert p.propensity.tolist() == [1.0] * 6
+    # no categories (or width 0): the ranker's order
+    assert build_page(scores, 6, rr, np.random.default_rng(0)).index.tolist() == [0, 1, 2, 3, 4, 5]
+    # exploration fills its slot with the cold stream and the others in the re-ranked order
+    ex = PageConfig(explore=ExploreConfig(share=0.2, cold_below=10), randomise_share=0.0, rerank=RerankConfig(top=6))
+    imps = np.array([500, 500, 500, 500, 500, 500, 0.0])
+    p = build_page(scores, 5, ex, np.random.default_rng(0), clicks=np.zeros(7) + 5, impressions=imps, categories=cats)
+    assert p.index[2] == 6 and p.policy[2] == "explore" and p.reranked
+    ranked = [cats[i] for i, pol in zip(p.index, p.policy) if pol != "explore"]
+    assert ranked[:2] == [1, 2]
+    # a randomised request permutes the ranker's top K and is not re-ranked
+    rnd = PageConfig(explore=ExploreConfig(share=0.0), randomise_share=1.0, randomise_top=3, rerank=RerankConfig())
+    p = build_page(scores, 4, rnd, np.random.default_rng(0), categories=cats)
+    assert not p.reranked and sorted(p.index[:3].tolist()) == [0, 1, 2] and p.propensity[0] == pytest.approx(1 / 3)
