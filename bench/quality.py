@@ -26,8 +26,10 @@ attention), ``v3`` (+ Metapath2vec), ``full`` (+ the live-stream transformer: V4
 multiplied in as an examination probability, PAL), ``full_mlp_biasnet`` (a free per-slot MLP
 tower instead of the monotone one), ``full_harvested`` (PAL with the curve harvested from
 repeated user–stream pairs of the training period, fixed during training:
-``ranking.position_bias``) and ``full_no_refit`` (the learned tower as early stopping left it, not
-refitted alone afterwards) — the last five on the simulator only: Twitch has no positions; peers (run in ``.bench-venv`` by bench/peers.py on an exported copy of the same rows:
+``ranking.position_bias``), ``full_randomised`` (PAL with the curve read off the randomised
+requests of the training period by ``streamrank position-curve``'s estimator, fixed; set the
+world's share of them with ``--sim-explore-rate``) and ``full_no_refit`` (the learned tower as
+early stopping left it, not refitted alone afterwards) — the last six on the simulator only: Twitch has no positions; peers (run in ``.bench-venv`` by bench/peers.py on an exported copy of the same rows:
 ids, normalised dense statistics, the user's recent streams): torch-rechub MMoE / DIN / BST,
 DeepCTR-Torch MMoE / DIN. Every model × seed; mean ± std printed as one table per task, written to
 ``OUT/quality.json`` and ``OUT/quality.md`` (the raw rows per task in ``OUT/results_<task>.json``:
@@ -55,8 +57,8 @@ import pandas as pd
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "bench"))     # peer_dataset
+sys.path.insert(0, str(ROOT))               # first: the product's packages (ope, retrieval) before bench/ope.py, bench/retrieval.py
 
 log = logging.getLogger("bench.quality")
 
@@ -73,6 +75,10 @@ OURS = {
                          "bias_shape": "mlp"},
     "full_harvested": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                        "bias_form": "multiplicative", "bias_shape": "table"},
+    # the fixed curve read off the randomised requests of the training period (ope.position_curve:
+    # CTR by slot over the requests whose top K was shuffled; no relevance model, no confounding)
+    "full_randomised": {"use_transformer": True, "use_target_attention": True, "m2v": True,
+                        "bias_form": "multiplicative", "bias_shape": "table", "curve": "randomised"},
     "full_no_refit": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                       "train": {"refit_biasnet": False}},
     "full_no_biasnet": {"use_transformer": True, "use_target_attention": True, "m2v": True,
@@ -81,7 +87,8 @@ OURS = {
 PEERS = ["rechub_mmoe", "rechub_din", "rechub_bst", "deepctr_mmoe", "deepctr_din"]
 EPOCHS = 4
 BATCH = 1024
-SIMULATOR_ONLY = ("full_no_biasnet", "full_pal", "full_mlp_biasnet", "full_harvested", "full_no_refit")  # Biasnet variants
+SIMULATOR_ONLY = ("full_no_biasnet", "full_pal", "full_mlp_biasnet", "full_harvested", "full_no_refit",
+                  "full_randomised")  # Biasnet variants
 THREADS = 1               # one process per task: 2 tasks use the 2 cores better than 2 threads each
 
 
@@ -131,7 +138,8 @@ class TwitchTask(Task):
 
 
 class SimulatorTask(Task):
-    def __init__(self, work_dir: Path, sim_seed: int = 0, days: float = 14, end: str = "2026-01-01T00:00:00+00:00"):
+    def __init__(self, work_dir: Path, sim_seed: int = 0, days: float = 14, end: str = "2026-01-01T00:00:00+00:00",
+                 explore_rate: float = 0.2):
         from feature_repo.statistics import run_statistics
         from ranking.gbdt import time_split
         from ranking.samples import impression_labels, training_frame
@@ -142,7 +150,7 @@ class SimulatorTask(Task):
 
         end_t = datetime.fromisoformat(end)
         settings = Settings(home=Path(work_dir)).ensure_dirs()
-        data = simulate(SimConfig(seed=sim_seed, days=days, end=end_t))
+        data = simulate(SimConfig(seed=sim_seed, days=days, end=end_t, explore_rate=explore_rate))
         ingest_source(settings, data, progress=False)
         run_statistics(settings, end=end_t, progress=False)
         events = load_events(settings.database_url, end=end_t)
@@ -154,6 +162,7 @@ class SimulatorTask(Task):
         cut = self.test["ts"].min()
         self.graph_events = events[pd.to_datetime(events["ts"], utc=True) < cut]
         self.truth = pd.read_parquet(Path(settings.artifact_dir) / TRUTH_FILE)
+        self.randomised_curve_info = None
         self.name, self.tasks = "simulator", ("click", "purchase", "stay")
 
     def curve_floor(self) -> dict:
@@ -191,6 +200,23 @@ class SimulatorTask(Task):
             shown = position_curve_shown(tower, a, p_t).numpy()                           # [10]
             out[f"true_relevance_{form}_tower_shown"] = round(float(np.max(np.abs(shown - true))), 4)
         return out
+
+    def randomised_curve(self) -> np.ndarray:
+        """Examination by slot (relative to slot 1) from the randomised requests before the test
+        period: ``streamrank position-curve``'s estimator (ope.position_curve), slots 1..10."""
+        if self.randomised_curve_info is None:
+            from ope.position_curve import impressions_with_clicks, position_curve
+            from store.sources.simulator import examination
+            imps = impressions_with_clicks(self.graph_events)
+            _, rows = position_curve(imps, method="randomised", max_position=10, n_boot=0)
+            curve = np.array([r["examination"] if r["examination"] is not None else np.nan for r in rows])
+            true = examination(np.arange(1, 11)) / examination(1)
+            self.randomised_curve_info = {
+                "curve": curve, "requests": int(imps.loc[imps["policy"] == "randomised", "request_id"].nunique()),
+                "max_err": round(float(np.nanmax(np.abs(curve - true))), 4)}
+            log.info("position curve from %d randomised requests: max abs error %.4f", self.randomised_curve_info["requests"],
+                     self.randomised_curve_info["max_err"])
+        return self.randomised_curve_info["curve"]
 
     def metrics(self, out: dict) -> dict:
         from ranking.evaluate import ndcg_at_k
@@ -259,6 +285,7 @@ def run_ours(task: Task, variant: str, seed: int, gbdt, emb, epochs: int):
     use_m2v = spec.pop("m2v")
     use_leaves = spec.pop("leaves", True)
     train_overrides = spec.pop("train", {})
+    curve_source = spec.pop("curve", None)
     overrides = dict(spec)
     if task.name == "twitch":
         overrides.update(tasks=("ctr",), use_biasnet=False)
@@ -270,11 +297,15 @@ def run_ours(task: Task, variant: str, seed: int, gbdt, emb, epochs: int):
     model, inputs, hist = train_on_frames(fit, task.stop, list(FEATURE_COLUMNS), catalog=task.catalog,
                                           embeddings=emb if use_m2v else None, gbdt=gbdt if use_leaves else None,
                                           ranker_overrides=overrides, train_config=cfg, extra_frames=[task.test],
-                                          position_frame=pd.concat([task.fit, task.stop], ignore_index=True))
+                                          position_frame=pd.concat([task.fit, task.stop], ignore_index=True),
+                                          position_curve=task.randomised_curve() if curve_source == "randomised" else None)
     secs = time.perf_counter() - t0
     o = outputs(model, inputs, task.test)
     res = {"score": o["ctr_logit"], "ctcvr": o.get("p_ctcvr"), "stay": o.get("stay")}
     extra = {"train_seconds": round(secs, 1), "epochs": len(hist["epochs"]), "best_epoch": hist["best_epoch"]}
+    if curve_source == "randomised":
+        extra["randomised_requests"] = task.randomised_curve_info["requests"]
+        extra["randomised_curve_max_err"] = task.randomised_curve_info["max_err"]
     if task.truth is not None and model.biasnet is not None:
         ev = evaluate_ranker(model, inputs, task.test, truth=task.truth, out=o, harvested=task.harvested(inputs, model.config))
         extra["position_curve_max_err"] = ev.get("position_curve_max_err")
@@ -385,6 +416,8 @@ def main(argv=None) -> int:
     ap.add_argument("--simulator", action="store_true", help="also the built-in simulated world")
     ap.add_argument("--sim-seed", type=int, default=1, help="world seed (make run's world is seed 0)")
     ap.add_argument("--sim-days", type=float, default=7)
+    ap.add_argument("--sim-explore-rate", type=float, default=0.2,
+                    help="share of the world's requests with a randomised slate (the position curve's source)")
     ap.add_argument("--max-train-rows", type=int, default=100_000,
                     help="Twitch: train-file candidate rows (subsampled by (user, slot) group)")
     ap.add_argument("--seeds", default="0,1,2")
@@ -415,7 +448,8 @@ def main(argv=None) -> int:
         tasks.append(("twitch", lambda: TwitchTask(args.twitch, args.split_slot, work / "twitch",
                                                    max_train_rows=args.max_train_rows)))
     if args.simulator:
-        tasks.append(("simulator", lambda: SimulatorTask(work / "sim", sim_seed=args.sim_seed, days=args.sim_days)))
+        tasks.append(("simulator", lambda: SimulatorTask(work / "sim", sim_seed=args.sim_seed, days=args.sim_days,
+                                                              explore_rate=args.sim_explore_rate)))
     def record(row: dict) -> None:             # every result is saved as soon as it exists
         results.append(row)
         print(json.dumps(row), flush=True)

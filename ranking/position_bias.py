@@ -148,4 +148,28 @@ def harvest_from_frame(frame, pages: Optional[list] = None, **kw) -> Optional[Ha
     return harvest_examination(frame["position"].to_numpy(), frame["click"].to_numpy(), pair, page, **kw)
 
 
-__all__ = ["HarvestedCurve", "harvest_examination", "harvest_from_frame", "MIN_INFORMATIVE_CLICKS"]
+def curve_table(examination, *, n_positions: int = 64, n_pages: int = 8) -> HarvestedCurve:
+    """A fixed curve given by slot (``examination[k-1]`` for slot k, relative to slot 1: e.g.
+    ``streamrank position-curve``'s estimate from randomised traffic) as a ``"table"`` Biasnet's
+    ``log_exam [n_pages, n_positions]``: the same curve on every page, slots past the curve's
+    end take its last value, a missing (NaN) slot its upper neighbour's, and the curve is made
+    non-increasing and <= 1 (log <= 0) as an examination curve is."""
+    e = np.asarray(examination, dtype=float).copy()
+    if e.ndim != 1 or len(e) == 0:
+        raise ValueError("the position curve must be a non-empty list of examination values by slot")
+    if not np.isfinite(e[0]) or e[0] <= 0:
+        raise ValueError(f"the curve's slot 1 must be a positive number, got {e[0]}")
+    e = e / e[0]
+    for k in range(1, len(e)):
+        if not np.isfinite(e[k]) or e[k] <= 0:
+            e[k] = e[k - 1]
+    e = np.minimum.accumulate(np.minimum(e, 1.0))
+    cols = np.empty(n_positions)
+    cols[0] = 0.0                                                  # unknown slot: no effect
+    k = np.arange(1, n_positions)
+    cols[1:] = np.log(e[np.minimum(k, len(e)) - 1])
+    table = np.broadcast_to(cols, (n_pages, n_positions)).astype(np.float32).copy()
+    return HarvestedCurve(table, rows=0, pairs=0, clicks=0, max_position=min(len(e), n_positions - 1))
+
+
+__all__ = ["HarvestedCurve", "harvest_examination", "harvest_from_frame", "curve_table", "MIN_INFORMATIVE_CLICKS"]

@@ -360,11 +360,13 @@ def init_output_biases(model, y: dict) -> None:
 
 def train_on_frames(train_df, valid_df, dense_cols, *, catalog=None, embeddings=None, gbdt=None,
                     ranker_overrides: Optional[dict] = None, train_config: Optional[TrainConfig] = None,
-                    extra_frames=(), position_frame=None, progress: bool = False):
+                    extra_frames=(), position_frame=None, position_curve=None, progress: bool = False):
     """Fit inputs on ``train_df``, build and train a ranker (early stopping on ``valid_df``).
     ``position_frame``: the impressions the harvested position curve is estimated from (default
     ``train_df``; pass the whole training period when ``train_df`` is a part of it — positions and
-    clicks leak nothing into the curve). Returns (model, inputs, history)."""
+    clicks leak nothing into the curve). ``position_curve``: a fixed curve by slot (examination
+    relative to slot 1, e.g. from randomised traffic: ``streamrank position-curve``) for a
+    ``"table"`` Biasnet instead of the harvested one. Returns (model, inputs, history)."""
     import torch
     from .dataset import RankerInputs, labels
     cfg = train_config or TrainConfig()
@@ -374,7 +376,13 @@ def train_on_frames(train_df, valid_df, dense_cols, *, catalog=None, embeddings=
     overrides = dict(ranker_overrides or {})
     model = build_ranker(inputs, **overrides)
     curve_info = None
-    if model.biasnet is not None and model.biasnet.shape == "table":
+    if model.biasnet is not None and model.biasnet.shape == "table" and position_curve is not None:
+        from .position_bias import curve_table
+        c = model.biasnet
+        fixed = curve_table(position_curve, n_positions=c.n_positions, n_pages=c.n_pages)
+        model.biasnet.set_table(fixed.log_exam)
+        curve_info = {"source": "given", **fixed.as_dict()}
+    elif model.biasnet is not None and model.biasnet.shape == "table":
         model, curve_info = harvest_into(model, inputs, train_df if position_frame is None else position_frame,
                                          overrides)
     xt, yt = inputs.transform(train_df), labels(train_df)

@@ -187,6 +187,31 @@ def test_harvested_biasnet_is_fixed_during_training(world):
     assert hist2["position_curve_source"]["rows"] < src["rows"]
 
 
+def test_a_given_position_curve_is_the_fixed_biasnet(world):
+    """position_curve= (e.g. from randomised traffic): the "table" Biasnet holds exactly that curve
+    (normalised to slot 1, made non-increasing, the last value past its end) and training leaves it."""
+    from store.sources.simulator import examination
+    fit, stop, test, truth = world
+    cfg = TrainConfig(epochs=1, batch_size=1024, lr=5e-3, seed=0, threads=1)
+    over = {**SMALL, "bias_form": "multiplicative", "bias_shape": "table"}
+    given = [0.5, 0.3, 0.32, float("nan"), 0.2]             # not normalised, a bump, a gap
+    model, inputs, hist = train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides=over,
+                                          train_config=cfg, position_curve=given)
+    src = hist["position_curve_source"]
+    assert src["source"] == "given" and src["curve"] == pytest.approx([1.0, 0.6, 0.6, 0.6, 0.4], abs=1e-4)
+    t = model.biasnet.log_exam.numpy()
+    np.testing.assert_allclose(np.exp(t[:, 1:8]), [[1.0, 0.6, 0.6, 0.6, 0.4, 0.4, 0.4]] * t.shape[0], atol=1e-5)
+    assert (t[:, 0] == 0).all()
+    # the planted curve given: the ranker's learned (fixed) curve is the planted one
+    true = examination(np.arange(1, 11)) / examination(1)
+    model, inputs, _ = train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides=over, train_config=cfg,
+                                       position_curve=true)
+    m = evaluate_ranker(model, inputs, test, truth=truth)
+    assert m["position_curve_max_err"] < 1e-4
+    with pytest.raises(ValueError, match="slot 1"):
+        train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides=over, train_config=cfg, position_curve=[0.0, 1])
+
+
 def test_learned_curve_is_checked_against_the_harvested_one(tmp_path, world, trained):
     """No truth needed: the learned tower's curve next to the one harvested from the training log;
     with the truth, both errors; the report plots them; a model without Biasnet gets no check."""
