@@ -1,7 +1,6 @@
 """/v1/recommend with the default page policy (re-ranking W = 3 under the diversity rules,
 cold-stream exploration, 1 % randomised): every served page of 1,000 meets the rules on its
 ranked slots, every impression carries its propensity, and a trained slate model is served."""
-import numpy as np
 import pytest
 
 from policy.page import PageConfig
