@@ -1,11 +1,12 @@
 """Cold-start exploration: cumulative regret of Thompson sampling vs no exploration vs ε-greedy.
 
-    python bench/exploration.py [--seeds 5] [--requests 20000] [--share 0.1] [--plot docs/exploration_regret.png]
+    python bench/exploration.py [--seeds 5] [--requests 20000] [--share 0.1] [--new 5] [--plot docs/exploration_regret.png]
 
-On policy.online_sim's world (60 live streams with a history, 5 new ones after a quarter of the
-requests, the first of them far better than any other), each policy serves every request through
+On policy.online_sim's world (60 live streams with a history, ``--new`` new ones after a quarter of
+the requests, the first of them far better than any other), each policy serves every request through
 policy.page.build_page: ``none`` (the ranked order), ``thompson`` (the product's default:
-Beta–Bernoulli posteriors, the exploration share of the page's slots) and ``uniform`` (ε-greedy's
+Beta–Bernoulli posteriors, the exploration share of the page's slots), ``thompson_gate`` (the
+same, a slot explored only when the draw beats the candidates' mean click rate) and ``uniform`` (ε-greedy's
 choice: the same slots, a uniformly random cold stream). Prints per policy the mean ± std over
 seeds of the cumulative regret (vs the best page by the planted click rates), the requests
 until the new star is first in the top 3 ranked slots and until every new stream was shown once,
@@ -23,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-POLICIES = ("none", "uniform", "thompson")
+POLICIES = ("none", "uniform", "thompson", "thompson_gate")
 
 
 def main(argv=None) -> int:
@@ -31,6 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--requests", type=int, default=20_000)
     ap.add_argument("--share", type=float, default=0.1)
+    ap.add_argument("--new", type=int, default=5, help="streams going live after a quarter of the requests")
     ap.add_argument("--plot", help="PNG of the cumulative regret curves")
     args = ap.parse_args(argv)
     from policy.online_sim import run
@@ -38,12 +40,13 @@ def main(argv=None) -> int:
     for seed in range(args.seeds):
         for p in POLICIES:
             t0 = time.perf_counter()
-            r = run(p, requests=args.requests, share=args.share, seed=seed)
+            r = run(p, requests=args.requests, share=args.share, n_new=args.new, seed=seed)
             runs[p].append(r)
             line = {k: v for k, v in r.items() if k != "curve"}
             line["seconds"] = round(time.perf_counter() - t0, 1)
             print(json.dumps(line), flush=True)
-    print(f"\n{args.requests} requests, exploration share {args.share}, {args.seeds} seeds (mean ± std)")
+    print(f"\n{args.requests} requests, {args.new} new streams, exploration share {args.share}, {args.seeds} seeds "
+          f"(mean ± std)")
     print(f"{'policy':<10} {'cumulative regret':>22} {'star in top 3 after':>24} {'all new shown after':>20}")
     for p in POLICIES:
         reg = np.array([r["cumulative_regret"] for r in runs[p]])

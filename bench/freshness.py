@@ -199,7 +199,7 @@ def main(argv=None) -> int:
         redis.Redis.from_url(args.redis).flushdb()
         settings = settings.with_(broker_url=args.redis, result_backend=args.redis, feast_online=args.redis,
                                   feast_repo=Path(args.home) / "feast-redis")
-        from feature_repo.statistics import run_statistics
+        from feature_repo.statistics_job import run_statistics
         from feature_repo.store import apply_definitions
         apply_definitions(settings)
         run_statistics(settings, progress=True)          # the world's statistics, materialized into Redis

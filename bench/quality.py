@@ -18,7 +18,7 @@ Two tasks, the same split and the same features for every model:
   (pCTCVR), stay rmse (log1p s, clicked), and ndcg@10 against the planted TRUE relevance.
 
 Metapath2vec vectors are point in time: trained on the events of the first 30 % of the fit period
-(``ranking.train.GRAPH_FRAC``), and the variants that use them train on the fit rows after that.
+(``ranking.graph_vectors.GRAPH_FRAC``), and the variants that use them train on the fit rows after that.
 
 Models: ``lightgbm`` (V1, the product's GBDT), ours = ``v2`` (dense + ids + GBDT leaves + DIN target
 attention), ``v3`` (+ Metapath2vec), ``full`` (+ the live-stream transformer: V4), ablations
@@ -140,7 +140,7 @@ class TwitchTask(Task):
 class SimulatorTask(Task):
     def __init__(self, work_dir: Path, sim_seed: int = 0, days: float = 14, end: str = "2026-01-01T00:00:00+00:00",
                  explore_rate: float = 0.2):
-        from feature_repo.statistics import run_statistics
+        from feature_repo.statistics_job import run_statistics
         from ranking.gbdt import time_split
         from ranking.samples import impression_labels, training_frame
         from store.ingest import load_catalog, load_events
@@ -187,7 +187,7 @@ class SimulatorTask(Task):
         import torch
         from ranking.model.biasnet import BiasNet
         from ranking.model.ranker import position_curve, position_curve_shown
-        from ranking.train import fit_biasnet_to_logits
+        from ranking.refit import fit_biasnet_to_logits
         rel = np.clip(tr["relevance"].to_numpy(float), 1e-6, 1 - 1e-6)
         a = torch.from_numpy(np.log(rel) - np.log1p(-rel)).float()                       # [N]
         p_t, y_t = torch.from_numpy(pos).long(), torch.from_numpy(y).float()            # [N]
@@ -259,8 +259,8 @@ def run_lightgbm(task: Task, seed: int):
 
 def set_graph_cut(task: Task) -> Task:
     """Metapath2vec vectors are trained on the events before ``task.graph_cut`` (point in time:
-    the ranker trains on the fit rows after it, ``ranking.train.graph_cut``)."""
-    from ranking.train import graph_cut
+    the ranker trains on the fit rows after it, ``ranking.graph_vectors.graph_cut``)."""
+    from ranking.graph_vectors import graph_cut
     task.graph_cut = graph_cut(task.fit)
     return task
 

@@ -107,7 +107,7 @@ def build_world(settings, args) -> dict:
 
 
 def run_pipeline(settings, with_model: bool, ranker_epochs: int = 2) -> None:
-    from feature_repo.statistics import run_statistics
+    from feature_repo.statistics_job import run_statistics
     from feature_repo.store import apply_definitions
     t0 = time.perf_counter()
     apply_definitions(settings)
@@ -126,8 +126,9 @@ def run_pipeline(settings, with_model: bool, ranker_epochs: int = 2) -> None:
     if ranker_epochs <= 0:
         return
     # the transformer ranker (latency does not depend on how long it trained: a short fit is enough)
-    from graph.artifacts import train_and_register_embeddings
-    from ranking.train import TrainConfig, train_and_register_ranker
+    from graph.job import train_and_register_embeddings
+    from ranking.job import train_and_register_ranker
+    from ranking.train import TrainConfig
     t0 = time.perf_counter()
     train_and_register_embeddings(settings, progress=True)
     row_ = train_and_register_ranker(settings, train_config=TrainConfig(epochs=ranker_epochs, threads=2),
@@ -356,7 +357,7 @@ def main(argv=None) -> int:
     if fresh or not (Path(settings.feast_repo) / "registry.db").exists():
         run_pipeline(settings, with_model=not args.no_model, ranker_epochs=args.ranker_epochs)
     else:
-        from feature_repo.statistics import run_statistics
+        from feature_repo.statistics_job import run_statistics
         run_statistics(settings, progress=True)      # refresh to now (the world's live set moved on)
 
     catalog = load_catalog(settings.database_url)

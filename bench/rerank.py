@@ -32,29 +32,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-class TrueValue:
-    """The planted slot value (the oracle): examination · relevance · page effect."""
-
-    def __init__(self, world, rel):
-        self.world, self.rel = world, rel
-
-    def start(self, cand, cats, scores):
-        return {"seq": np.zeros((1, 0), np.int64), "cand": cand, "cats": np.asarray(cats)}
-
-    def values(self, st, slot):
-        seqs = st["seq"]
-        B, n = len(seqs), len(st["cand"])
-        cats = st["cats"]
-        page_cats = np.concatenate([np.repeat(cats[seqs][:, None, :], n, 1),
-                                    np.broadcast_to(cats[None, :, None], (B, n, 1))], axis=2)
-        g = self.world.context_effect(page_cats)[..., -1]
-        exam = (slot + 1.0) ** -0.7
-        return np.minimum(1.0, exam * self.rel[st["cand"]][None, :] * g)
-
-    def advance(self, st, parents, chosen, slot):
-        return {**st, "seq": np.concatenate([st["seq"][parents], np.asarray(chosen)[:, None]], 1)}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
@@ -63,7 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--plot", help="PNG of expected clicks per page by policy and seed")
     args = ap.parse_args(argv)
-    from policy.page_world import PageWorld, PageWorldConfig
+    from policy.page_world import PageWorld, PageWorldConfig, PlantedValue
     from policy.rerank import RerankConfig, ScoreValue, rerank, violations
     from policy.slate_model import SlateValue, train_slate_model
     k = 10
@@ -77,7 +54,7 @@ def main(argv=None) -> int:
         req = world.requests(args.requests)
         pages = {"plain": (np.argsort(-req.score, axis=1, kind="stable")[:, :k], 0, 0.0)}
         policies = {"diversity": (3, lambda i: ScoreValue()), "greedy": (1, lambda i: SlateValue(model)),
-                    "beam3": (3, lambda i: SlateValue(model)), "oracle3": (3, lambda i: TrueValue(world, req.rel[i]))}
+                    "beam3": (3, lambda i: SlateValue(model)), "oracle3": (3, lambda i: PlantedValue(world, req.rel[i]))}
         for name, (width, value) in policies.items():
             cfg = RerankConfig(width=width, top=k)
             out, relaxed, bad = [], 0, 0

@@ -1,8 +1,10 @@
 """StreamRank's Feast feature repository, built programmatically from Settings.
 
-definitions  entities, views, services (plain-Python schema; Feast objects built on demand)
+definitions  entities, views, features, TTLs (plain-Python schema)
+objects      the Feast objects built from definitions + features (on demand), their fingerprint
 store        get_store / apply_definitions (feature_store.yaml, SQL registry, online/offline stores)
-statistics   point-in-time windowed statistics of the event log -> Parquet -> materialize
+statistics   point-in-time windowed statistics of the event log (the aggregation engine)
+parquet      its frames -> Parquet -> materialize;  statistics_job: run_statistics, the job
 realtime     real-time counters and recent lists as of an instant -> push
 features     the model's inputs: GBDT_FEATURE_REFS, derive_features, FEATURE_COLUMNS; the id lists
              of the sequence ranker: SEQUENCE_REFS, SEQUENCE_COLUMNS, expire_lists

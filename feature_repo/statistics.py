@@ -26,19 +26,18 @@ Views (see :mod:`feature_repo.definitions` for the columns):
   ``rt_steps``, the counters' schedule for the later minutes (:func:`counter_schedules`): pushes
   and, from :func:`run_statistics`, each stream's latest row (:func:`with_latest_schedules`), so
   an online reader gets the offline log's counters at any instant, between pushes included.
+
+This module is the aggregation engine only; feature_repo.parquet writes its frames and
+materializes them, feature_repo.statistics_job (:func:`~feature_repo.statistics_job.run_statistics`)
+is the job.
 """
 from __future__ import annotations
 
 import contextlib
 import gc
-import io
 import itertools
-import json
 import logging
-import os
-import time
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime
 from typing import Optional
 
 import numpy as np
@@ -46,7 +45,7 @@ import pandas as pd
 
 from .definitions import (BATCH_VIEWS, PUSH_VIEWS, RECENT_N, RT_BUCKET_S, RT_COUNTERS, RT_ITEMS_N,
                           RT_ITEMS_WINDOW, RT_STEP_WIDTH, RT_WINDOWS, TIMESTAMP_FIELD, VIEW_FEATURES, WINDOWS,
-                          arrow_schema, heartbeat_buckets, source_path, view_columns)
+                          arrow_schema, heartbeat_buckets, view_columns)
 
 log = logging.getLogger(__name__)
 
@@ -698,103 +697,3 @@ def compute_statistics(events: pd.DataFrame, streams: Optional[pd.DataFrame], *,
     for view, df in out.items():
         df.attrs["bucket_s"] = int(bucket_s) if view in BATCH_VIEWS else int(rt_bucket_s)
     return out
-
-
-# ============================================================================ write, materialize
-def write_statistics(settings, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
-    """Write each frame to ``<feast_repo>/data/<view>.parquet`` (atomic replace, us UTC timestamps)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from .store import data_dir
-    d = data_dir(settings)
-    d.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for view, df in frames.items():
-        bucket = df.attrs.get("bucket_s")
-        if view in BATCH_VIEWS and bucket is not None and int(bucket) != int(settings.stats_bucket_s):
-            raise ValueError(f"{view} was computed with {bucket}s buckets but settings.stats_bucket_s is "
-                             f"{settings.stats_bucket_s} (the views' TTLs follow the setting)")
-        schema = arrow_schema(view)
-        df = df[view_columns(view)].copy()
-        df[TIMESTAMP_FIELD] = pd.to_datetime(df[TIMESTAMP_FIELD], utc=True).astype("datetime64[us, UTC]")
-        table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
-        path = source_path(d, view)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        pq.write_table(table, tmp, row_group_size=256_000)
-        os.replace(tmp, path)
-        counts[view] = len(df)
-    return counts
-
-
-def _state_path(settings) -> Path:
-    return Path(settings.feast_repo) / "statistics_state.json"
-
-
-def materialize(settings, frames: dict[str, pd.DataFrame], end: datetime, *, events_before: Optional[dict] = None,
-                progress: bool = False) -> dict:
-    """Materialize the written views up to ``end``.
-
-    Incremental (``materialize_incremental``) when every view was materialized before and no event
-    arrived late (before the previous end); otherwise a full ``materialize`` from the earliest row.
-    """
-    from .store import apply_definitions
-    store = apply_definitions(settings)
-    state_file = _state_path(settings)
-    state = json.loads(state_file.read_text()) if state_file.exists() else None
-    views = list(frames)
-    prev_end = None
-    incremental = False
-    if state and events_before is not None:
-        prev_end = datetime.fromisoformat(state["end"])
-        same = events_before.get("count_before_prev_end") == state.get("events_before_end")
-        done = all(store.get_feature_view(v).most_recent_end_time is not None for v in views)
-        incremental = bool(same and done and prev_end <= end)
-    quiet = contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO())
-    with quiet:                      # Feast prints its own progress to stdout
-        if incremental:
-            store.materialize_incremental(end_date=end, feature_views=views)
-            mode = "incremental"
-        else:
-            starts = [f[TIMESTAMP_FIELD].min() for f in frames.values() if len(f)]
-            start = (min(starts).to_pydatetime() if starts else end) - pd.Timedelta(seconds=1).to_pytimedelta()
-            store.materialize(start_date=start, end_date=end, feature_views=views)
-            mode = "full"
-    return {"mode": mode, "end": end.isoformat(), "previous_end": prev_end.isoformat() if prev_end else None}
-
-
-def run_statistics(settings, end: Optional[datetime] = None, progress: bool = True) -> dict:
-    """Event log -> statistics -> Parquet -> apply -> materialize up to ``end`` (default now)."""
-    from store.ingest import load_catalog, load_events
-    t0 = time.perf_counter()
-    end = end or datetime.now(timezone.utc)
-    if end.tzinfo is None:
-        end = end.replace(tzinfo=timezone.utc)
-    events = load_events(settings.database_url, end=end)
-    catalog = load_catalog(settings.database_url)
-    t1 = time.perf_counter()
-    frames = compute_statistics(events, catalog.get("streams"), bucket_s=settings.stats_bucket_s, end=end,
-                                items=catalog.get("items"))
-    if "stream_realtime" in frames:
-        frames["stream_realtime"] = with_latest_schedules(frames["stream_realtime"], events, end)
-    t2 = time.perf_counter()
-    rows = write_statistics(settings, frames)
-    t3 = time.perf_counter()
-    state_file = _state_path(settings)
-    state = json.loads(state_file.read_text()) if state_file.exists() else None
-    before = None
-    if state:
-        prev_end_us = _to_us(datetime.fromisoformat(state["end"]))
-        before = {"count_before_prev_end": int((_as_us(events["ts"]) < prev_end_us).sum()) if len(events) else 0}
-    mat = materialize(settings, frames, end, events_before=before, progress=progress)
-    t4 = time.perf_counter()
-    state_file.write_text(json.dumps({"end": end.isoformat(), "events_before_end": int(len(events))}))
-    summary = {"events": int(len(events)), "rows": rows, "end": end.isoformat(), "materialize": mat["mode"],
-               "seconds": {"load": round(t1 - t0, 3), "compute": round(t2 - t1, 3), "write": round(t3 - t2, 3),
-                           "materialize": round(t4 - t3, 3), "total": round(t4 - t0, 3)},
-               "events_per_s": round(len(events) / max(t2 - t1, 1e-9))}
-    msg = (f"statistics: {len(events):,} events -> {sum(rows.values()):,} rows in {t2 - t1:.2f}s "
-           f"({summary['events_per_s']:,} events/s); materialize ({mat['mode']}) {t4 - t3:.2f}s")
-    log.info(msg)
-    if progress:
-        print(msg, flush=True)
-    return summary

@@ -137,7 +137,7 @@ def apply_definitions(settings):
     Skipped when the registry already holds these definitions (their fingerprint is a tag of the
     feature service), so the materialization history is kept and nothing is re-written.
     """
-    from .definitions import build_objects
+    from .objects import build_objects
     store = get_store(settings)
     ensure_sources(settings)
     if not needs_apply(settings, store):
@@ -182,7 +182,8 @@ def _skip_uncached_precompute(store) -> None:
 
 
 def needs_apply(settings, store=None) -> bool:
-    from .definitions import BATCH_VIEWS, FEATURE_SERVICES, PUSH_VIEWS, fingerprint
+    from .definitions import BATCH_VIEWS, FEATURE_SERVICES, PUSH_VIEWS
+    from .objects import fingerprint
     store = store or get_store(settings)
     try:
         tags = store.get_feature_service(FEATURE_SERVICES[0]).tags or {}

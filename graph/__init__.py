@@ -11,8 +11,8 @@ Modules (nothing is imported here: ``import graph`` stays light; attributes load
 - :mod:`graph.evaluate` — held-out link prediction (:func:`~graph.evaluate.evaluate_link_prediction`)
   against the degree-product and popularity baselines.
 - :mod:`graph.artifacts` — :class:`~graph.artifacts.Embeddings` (numpy only: what the API and the
-  ranker load), :func:`~graph.artifacts.load_active`, and the worker job
-  :func:`~graph.artifacts.train_and_register_embeddings`.
+  ranker load) and :func:`~graph.artifacts.load_active`.
+- :mod:`graph.job` — the worker job :func:`~graph.job.train_and_register_embeddings`.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import importlib
 _LAZY = {
     "Embeddings": "graph.artifacts",
     "load_active": "graph.artifacts",
-    "train_and_register_embeddings": "graph.artifacts",
+    "train_and_register_embeddings": "graph.job",
     "M2VConfig": "graph.metapath2vec",
     "train_metapath2vec": "graph.metapath2vec",
     "build_graph": "graph.build",

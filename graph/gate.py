@@ -1,6 +1,6 @@
 r"""The promotion gate of an embedding version: held-out link AUC, head to head with the active one.
 
-The graph job (:func:`graph.artifacts.train_and_register_embeddings`) cannot score the version it
+The graph job (:func:`graph.job.train_and_register_embeddings`) cannot score the version it
 serves on links it trained on, so it validates first and refits after:
 
 1. **cut.** The held-out window starts at the active version's ``trained_until`` (the newest event

@@ -20,6 +20,7 @@ so every served slot has a propensity ≥ 1 / n_sim).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -32,6 +33,7 @@ class ExploreConfig:
     n_sim: int = 200               # Monte-Carlo pages for the propensities
     max_cold: int = 50             # cold candidates in the race (the ranker's best of them)
     method: str = "thompson"       # "uniform": a uniformly random cold stream per slot (ε-greedy's choice)
+    gate: bool = False             # Thompson: explore only when the draw beats the candidates' mean click rate
 
     def __post_init__(self):
         if self.method not in ("thompson", "uniform"):
@@ -52,18 +54,25 @@ def exploration_slots(k: int, share: float) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(first, k - 1, m)}) if m > 1 else [first]
 
 
-def posteriors(clicks: np.ndarray, impressions: np.ndarray, prior_strength: float) -> tuple[np.ndarray, np.ndarray]:
+def mean_click_rate(clicks: np.ndarray, impressions: np.ndarray) -> float:
+    """The candidates' pooled click rate (the prior's mean; 0.05 with no impressions)."""
     clicks = np.nan_to_num(np.asarray(clicks, dtype=float), nan=0.0).clip(min=0)
     imps = np.maximum(np.nan_to_num(np.asarray(impressions, dtype=float), nan=0.0), clicks)
     total = imps.sum()
     mean = clicks.sum() / total if total > 0 else 0.05
-    mean = float(np.clip(mean, 1e-3, 0.999))
+    return float(np.clip(mean, 1e-3, 0.999))
+
+
+def posteriors(clicks: np.ndarray, impressions: np.ndarray, prior_strength: float) -> tuple[np.ndarray, np.ndarray]:
+    clicks = np.nan_to_num(np.asarray(clicks, dtype=float), nan=0.0).clip(min=0)
+    imps = np.maximum(np.nan_to_num(np.asarray(impressions, dtype=float), nan=0.0), clicks)
+    mean = mean_click_rate(clicks, imps)
     return prior_strength * mean + clicks, prior_strength * (1 - mean) + imps - clicks
 
 
 def explore_page(order: np.ndarray, cold: np.ndarray, alpha: np.ndarray, beta: np.ndarray, k: int,
                  slots: list[int], rng: np.random.Generator, n_sim: int, method: str = "thompson",
-                 max_cold: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 max_cold: int = 50, threshold: Optional[float] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(page, propensity, explored)`` for one request.
 
     ``order``: candidate indices by the ranker, best first; ``cold`` [n] bool; ``alpha, beta`` [n]
@@ -71,7 +80,9 @@ def explore_page(order: np.ndarray, cold: np.ndarray, alpha: np.ndarray, beta: n
     ``propensity`` [len(page)]: P(that candidate at that slot) over ``n_sim`` pages;
     ``explored`` [len(page)] bool: the slot went to a cold stream through exploration. The race
     is among the ``max_cold`` cold candidates the ranker scores highest (a request's cost stays
-    flat when most candidates are new)."""
+    flat when most candidates are new). ``threshold`` (Thompson only): a cold stream takes a slot
+    only when its draw θ is at least this click rate (else the slot stays the ranker's): a stream
+    the log has shown to be poor stops costing clicks, where ε-greedy keeps showing it."""
     order = np.asarray(order)
     n = len(order)
     size = min(k, n)
@@ -87,36 +98,35 @@ def explore_page(order: np.ndarray, cold: np.ndarray, alpha: np.ndarray, beta: n
     if m == 0:
         return order[:size], np.ones(size), np.zeros(size, bool)
     use = np.asarray(slots[:m])
-    is_use = np.zeros(size, bool)
-    is_use[use] = True
-    fill = np.flatnonzero(~is_use)                                       # the ranker's slots
     if method == "uniform":                                             # no posterior: any cold stream
         theta = rng.random((n_sim, len(cold_idx)))
     else:
         theta = rng.beta(alpha[cold_idx], beta[cold_idx], size=(n_sim, len(cold_idx)))
+        if threshold is not None:
+            theta = np.where(theta >= threshold, theta, -np.inf)
     part = np.argpartition(-theta, m - 1, axis=1)[:, :m] if m < len(cold_idx) else \
         np.broadcast_to(np.arange(len(cold_idx)), (n_sim, m))
     part_theta = np.take_along_axis(theta, part, axis=1)
-    top = np.take_along_axis(part, np.argsort(-part_theta, axis=1), axis=1)   # [S, m], best first
+    by = np.argsort(-part_theta, axis=1, kind="stable")
+    top = np.take_along_axis(part, by, axis=1)                           # [S, m], best first
+    valid = np.isfinite(np.take_along_axis(part_theta, by, axis=1))      # [S, m]: a prefix of each row
     chosen = cold_idx[top]                                               # [S, m] candidate indices
-    chosen_rank = rank_of[chosen]                                        # their places in the ranker's order
-    # the served page: simulation 0
-    page = np.empty(size, np.int64)
-    page[use] = chosen[0]
-    rest = order[~np.isin(order, chosen[0])]
-    page[fill] = rest[:len(fill)]
-    propensity = np.empty(size)
-    propensity[use] = (chosen == page[use][None, :]).mean(axis=0)      # P(c is the j-th best cold draw)
-    # a ranked candidate c is at the f-th ranked slot when c is not chosen and exactly f of the
-    # candidates ranked above it are left after the chosen ones are taken out
-    cand = page[fill]
-    rc = rank_of[cand]
-    not_chosen = ~(chosen[:, :, None] == cand[None, None, :]).any(axis=1)          # [S, F]
-    ahead = (chosen_rank[:, :, None] < rc[None, None, :]).sum(axis=1)             # [S, F]
-    propensity[fill] = (not_chosen & (rc[None, :] - ahead == np.arange(len(fill))[None, :])).mean(axis=0)
-    explored = np.zeros(size, bool)
-    explored[use] = True
-    return page, propensity, explored
+    # every simulated page, vectorised: the j-th valid draw takes exploration slot use[j]; the
+    # other slots take the ranker's order without the chosen streams
+    S = n_sim
+    is_use = np.zeros((S, size), bool)
+    pages = np.zeros((S, size), np.int64)
+    for j in range(m):
+        is_use[valid[:, j], use[j]] = True
+        pages[valid[:, j], use[j]] = chosen[valid[:, j], j]
+    excluded = np.sort(np.where(valid, rank_of[chosen], n), axis=1)    # [S, m] places in the order, n = none
+    p = np.cumsum(~is_use, axis=1) - 1                                   # the f-th ranked slot ...
+    for j in range(m):                                                   # ... takes the f-th kept place
+        p += excluded[:, j:j + 1] <= p
+    pages = np.where(is_use, pages, order[np.clip(p, 0, n - 1)])
+    page = pages[0]                                                      # the served page: simulation 0
+    propensity = (pages == page[None, :]).mean(axis=0)
+    return page, propensity, is_use[0].copy()
 
 
-__all__ = ["ExploreConfig", "exploration_slots", "posteriors", "explore_page"]
+__all__ = ["ExploreConfig", "exploration_slots", "mean_click_rate", "posteriors", "explore_page"]

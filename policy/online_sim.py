@@ -7,8 +7,9 @@ examination(p) · θ_s, examination(p) = (p + 1)^-0.7. The ranker scores each st
 position-debiased click rate (clicks over examination-weighted impressions) shrunk to the mean,
 which is what a ranker fitted on the log knows about a stream: a new one starts at the mean and,
 never shown, stays there. The
-policies: ``none`` (the ranked order), ``thompson`` and ``uniform`` (ε-greedy's choice) with the
-same exploration share of the page (policy.page).
+policies: ``none`` (the ranked order), ``thompson``, ``thompson_gate`` (a slot explored only when
+the draw beats the candidates' mean click rate) and ``uniform`` (ε-greedy's choice) with the same
+exploration share of the page (policy.page).
 
 Per request, regret = E[clicks | the best page] − E[clicks | the shown page], the best page being
 the k highest θ in examination order. :func:`run` returns the cumulative regret, the request
@@ -42,11 +43,12 @@ def run(policy: str, *, requests: int = 20_000, n_streams: int = 60, n_new: int 
     start_new = int(new_at * requests)
     if policy == "none":
         cfg = PageConfig(explore=ExploreConfig(share=0.0), randomise_share=0.0)
-    elif policy in ("thompson", "uniform"):
-        cfg = PageConfig(explore=ExploreConfig(share=share, cold_below=cold_below, n_sim=1, method=policy),
-                         randomise_share=0.0)
+    elif policy in ("thompson", "uniform", "thompson_gate"):
+        cfg = PageConfig(explore=ExploreConfig(share=share, cold_below=cold_below, n_sim=1,
+                                               method="uniform" if policy == "uniform" else "thompson",
+                                               gate=policy == "thompson_gate"), randomise_share=0.0)
     else:
-        raise ValueError(f"policy must be none, thompson or uniform, got {policy!r}")
+        raise ValueError(f"policy must be none, thompson, thompson_gate or uniform, got {policy!r}")
     regret = np.zeros(requests)
     star_top: Optional[int] = None
     first_shown = np.full(n, -1)                  # request index (after start_new) of each stream's first impression

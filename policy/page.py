@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from .explore import ExploreConfig, exploration_slots, explore_page, posteriors
+from .explore import ExploreConfig, exploration_slots, explore_page, mean_click_rate, posteriors
 from .randomise import randomise_top
 from .rerank import RerankConfig, rerank
 
@@ -68,8 +68,9 @@ def build_page(scores: np.ndarray, k: int, cfg: PageConfig, rng: np.random.Gener
         cold = imps < ex.cold_below
         if cold.any():
             alpha, beta = posteriors(clicks, imps, ex.prior_strength)
+            gate = mean_click_rate(clicks, imps) if ex.gate and ex.method == "thompson" else None   # ExploreConfig.gate
             page, prop, explored = explore_page(order, cold, alpha, beta, k, exploration_slots(size, ex.share),
-                                                rng, ex.n_sim, ex.method, ex.max_cold)
+                                                rng, ex.n_sim, ex.method, ex.max_cold, threshold=gate)
             return Page(page, prop, ["explore" if e else base for e in explored], reranked, relaxed)
     return Page(order[:size], np.ones(size), [base] * size, reranked, relaxed)
 

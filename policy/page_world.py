@@ -130,4 +130,26 @@ class PageWorld:
         return Slates(np.take_along_axis(req.score, pages, axis=1), cats, click)
 
 
-__all__ = ["PageWorldConfig", "PageWorld", "Requests", "Slates"]
+class PlantedValue:
+    """policy.rerank's slot value from the planted truth of one request (the oracle: a ceiling for
+    the re-ranker, and the check that beam search maximises what it is given)."""
+
+    def __init__(self, world: PageWorld, rel: np.ndarray):
+        self.world, self.rel = world, np.asarray(rel)      # rel [n]: the request's true relevance
+
+    def start(self, cand, cats, scores):
+        return {"seq": np.zeros((1, 0), np.int64), "cand": np.asarray(cand), "cats": np.asarray(cats)}
+
+    def values(self, st, slot):
+        seqs, cats = st["seq"], st["cats"]
+        B, n = len(seqs), len(st["cand"])
+        pages = np.concatenate([np.repeat(cats[seqs][:, None, :], n, 1),
+                                np.broadcast_to(cats[None, :, None], (B, n, 1))], axis=2)   # [B, n, slot+1]
+        g = self.world.context_effect(pages)[..., -1]
+        return np.minimum(1.0, (slot + 1.0) ** -EXAM_POWER * self.rel[st["cand"]][None, :] * g)
+
+    def advance(self, st, parents, chosen, slot):
+        return {**st, "seq": np.concatenate([st["seq"][parents], np.asarray(chosen)[:, None]], 1)}
+
+
+__all__ = ["PageWorldConfig", "PageWorld", "PlantedValue", "Requests", "Slates"]

@@ -108,7 +108,7 @@ def learned_position_curve_shown(model, ctr_logits: np.ndarray, shown: np.ndarra
 
 def outputs(model, inputs, frame: pd.DataFrame, batch_size: int = 8192) -> dict:
     """Debiased and training-form outputs for the rows of ``frame`` (numpy)."""
-    from .train import predict_batches
+    from .batches import predict_batches
     x = inputs.transform(frame)
     out = predict_batches(model, x, with_bias=True, batch_size=batch_size)
     res = {"ctr_logit": out["ctr_logit"].astype(np.float64)}

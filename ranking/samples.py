@@ -27,7 +27,7 @@ CLICK_WINDOW = timedelta(minutes=30)
 ATTRIBUTION = timedelta(hours=24)
 CHUNK_ROWS = 100_000          # entity rows per get_historical_features call
 LABEL_COLUMNS = ["event_id", "request_id", "user_id", "stream_id", "category", "ts", "position", "page",
-                 "click", "purchase", "stay_s"]
+                 "policy", "click", "purchase", "stay_s"]
 
 
 def _utc_us(s: pd.Series) -> pd.Series:
@@ -146,6 +146,9 @@ def impression_labels(events: pd.DataFrame, streams: Optional[pd.DataFrame] = No
         "ts": imp["ts"],
         "position": pd.to_numeric(imp["position"], errors="coerce").astype("Int64"),
         "page": imp["page"],
+        # the serving policy that chose the slot ("randomised": the request's top K shuffled, what
+        # the promotion report's offline value reads; ope.page_value)
+        "policy": (imp["policy"] if "policy" in imp.columns else pd.Series(None, index=imp.index)).astype(object),
         "click": click,
         "purchase": purchase,
         "stay_s": stay,

@@ -93,7 +93,7 @@ class RankerScorer:
 
     @classmethod
     def load(cls, path, **kw) -> "RankerScorer":
-        from .train import load_ranker
+        from .artifacts import load_ranker
         model, inputs, meta = load_ranker(path)
         fusion = kw.pop("fusion", None) or meta.get("fusion") or None
         return cls(model.without_biasnet(), inputs, fusion=fusion, version=Path(path).name, **kw)
@@ -135,7 +135,7 @@ class RankerScorer:
     def outputs(self, frame: pd.DataFrame) -> dict:
         """Per-task outputs (numpy): p_ctr, p_cvr, p_ctcvr, stay_s — debiased."""
         import torch
-        from .train import to_tensors
+        from .batches import to_tensors
         t0 = time.perf_counter()
         # one LightGBM thread for the leaves of ~200 rows (see GBDTModel.predict_raw)
         x = self.inputs.transform(frame, with_position=False, num_threads=1)

@@ -20,7 +20,7 @@ Models:
   ranker      the transformer ranker (ranking.model.ranker) in its Twitch form: one task (watch), no
               Biasnet (no positions), inputs = the same Feast statistics + GBDT leaves of the
               lightgbm model above + Metapath2vec vectors trained on the first 30 % of the train
-              period's graph (the ranker trains on the rows after: ranking.train.GRAPH_FRAC) +
+              period's graph (the ranker trains on the rows after: ranking.graph_vectors.GRAPH_FRAC) +
               the user's recent streams (Feast ``user_recent``) for target attention; early stopping
               on the same last part of the train period.
   lightgbm    the product's feature path: both files mapped by :mod:`store.sources.twitch` (watch
@@ -187,7 +187,8 @@ class TwitchFrames:
 
     def __init__(self, train: pd.DataFrame, test: pd.DataFrame, test_cand: pd.DataFrame, *, work_dir: Path,
                  seed: int = 0, max_train_rows: int = MAX_TRAIN_ROWS, lists: bool = False):
-        from feature_repo.statistics import compute_statistics, write_statistics
+        from feature_repo.parquet import write_statistics
+        from feature_repo.statistics import compute_statistics
         from feature_repo.store import apply_definitions
         from store.settings import Settings
         from store.sources.twitch import BASE_TIME, load_twitch
@@ -272,10 +273,11 @@ def ranker_model(frames: TwitchFrames, *, seed: int = 0, gbdt=None, embeddings=N
     """The transformer ranker fit on ``frames.fit`` (early stopping on ``frames.stop``)."""
     from feature_repo.features import FEATURE_COLUMNS
 
-    from .train import TrainConfig, graph_cut, train_on_frames
+    from .graph_vectors import graph_cut
+    from .train import TrainConfig, train_on_frames
     cfg = train_config or TrainConfig(seed=seed, threads=2)
     fit = frames.fit
-    if embeddings == "point_in_time":       # vectors from the events before the rows (ranking.train.GRAPH_FRAC)
+    if embeddings == "point_in_time":       # vectors from the events before the rows (ranking.graph_vectors.GRAPH_FRAC)
         cut = graph_cut(fit)
         embeddings = train_embeddings(frames, seed=seed, cut=cut)
         fit = fit[fit["ts"] >= cut].reset_index(drop=True)

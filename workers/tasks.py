@@ -27,7 +27,7 @@ def _parse_time(value: Optional[str]) -> Optional[datetime]:
 @app.task(name=TASK_NAMES["compute_statistics"], bind=True)
 def compute_statistics(self, end: Optional[str] = None) -> dict:
     """Event log → windowed statistics (Parquet) → Feast materialize, once per (data, hour)."""
-    from feature_repo.statistics import run_statistics
+    from feature_repo.statistics_job import run_statistics
     from store.ingest import data_version
     from store.jobs import job_run
 
@@ -106,7 +106,7 @@ def train_gbdt(self, end: Optional[str] = None) -> dict:
 @app.task(name=TASK_NAMES["train_graph_embeddings"], bind=True)
 def train_graph_embeddings(self, end: Optional[str] = None) -> dict:
     """Metapath2vec embeddings of users, items and streams; one registered version per data version."""
-    from graph.artifacts import train_and_register_embeddings
+    from graph.job import train_and_register_embeddings
 
     settings = _settings()
     return train_and_register_embeddings(settings, end=_parse_time(end))
@@ -127,7 +127,7 @@ def train_retrieval(self, end: Optional[str] = None) -> dict:
 def train_ranker(self, end: Optional[str] = None) -> dict:
     """The transformer ranker (GBDT leaves of the active V1, Metapath2vec vectors of the active
     version); one registered version per data version, promoted only if not worse than the active."""
-    from ranking.train import train_and_register_ranker
+    from ranking.job import train_and_register_ranker
 
     settings = _settings()
     row = train_and_register_ranker(settings, end=_parse_time(end))

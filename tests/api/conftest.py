@@ -27,7 +27,7 @@ def world_factory(tmp_path_factory):
 
 
 def make_world(home):
-    from feature_repo.statistics import run_statistics
+    from feature_repo.statistics_job import run_statistics
     from feature_repo.store import apply_definitions
     from store.ingest import upsert_catalog
     from store.settings import Settings

@@ -135,7 +135,7 @@ def test_an_unreachable_event_log_keeps_recommend_answering_and_loses_no_impress
     import sqlalchemy as sa
 
     from api import close_app, create_app
-    from feature_repo.statistics import run_statistics
+    from feature_repo.statistics_job import run_statistics
     from store.db import get_engine
     from store.schema import Base
     from store.settings import Settings
@@ -207,7 +207,7 @@ def test_redis_restarted_under_traffic_loses_no_push_and_no_answer(tmp_path):
 
     from api import close_app, create_app
     from feature_repo.online import OnlineFeatures
-    from feature_repo.statistics import run_statistics
+    from feature_repo.statistics_job import run_statistics
     from store import outbox
     from store.ingest import live_stream_ids
     from store.settings import Settings

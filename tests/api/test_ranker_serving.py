@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ranking.train import TrainConfig, should_promote
+from ranking.promotion import should_promote
+from ranking.train import TrainConfig
 
 TINY = {"d_model": 8, "n_heads": 2, "n_experts": 2, "expert_dim": 16, "tower_dim": 8}
 
@@ -13,7 +14,7 @@ TINY = {"d_model": 8, "n_heads": 2, "n_experts": 2, "expert_dim": 16, "tower_dim
 @pytest.fixture
 def ranker_version(world, register_gbdt):
     from store.registry import list_models, promote, reject
-    from ranking.train import train_and_register_ranker
+    from ranking.job import train_and_register_ranker
     register_gbdt()                        # the ranker embeds the active GBDT's leaves
     row = train_and_register_ranker(world, ranker_overrides=TINY,
                                     train_config=TrainConfig(epochs=1, batch_size=256, threads=1, seed=0))
@@ -33,9 +34,12 @@ def test_registry_job_trains_and_promotes(world, ranker_version):
     for k in ("auc", "gauc", "logloss", "cvr_auc_all", "stay_rmse", "n_train", "gbdt_version"):
         assert k in m, k
     assert m["gbdt_version"] is not None and 0.0 <= m["auc"] <= 1.0
+    # the offline value from the validation window's randomised requests (ope.page_value)
+    ov = m["offline_value"]
+    assert ov["requests"] >= 20 and ov["ci_low"] <= ov["estimate"] <= ov["ci_high"] and ov["logged"] > 0
     assert Path(ranker_version["report"]).exists()
     # same data, same config: no second version
-    from ranking.train import train_and_register_ranker
+    from ranking.job import train_and_register_ranker
     again = train_and_register_ranker(world, ranker_overrides=TINY,
                                       train_config=TrainConfig(epochs=1, batch_size=256, threads=1, seed=0))
     assert again["version"] == ranker_version["version"] and again.get("skipped")
@@ -83,7 +87,7 @@ def test_the_lean_request_path_scores_as_the_pandas_path(world, ranker_version, 
     from feature_repo.online import OnlineFeatures, assemble, assemble_columns
     from ranking.gbdt import GBDTModel
     from ranking.scorer import RankerScorer, fuse
-    from ranking.train import to_tensors
+    from ranking.batches import to_tensors
     from store.registry import active_model
     scorer = RankerScorer.load(ranker_version["artifact_path"])
     gbdt = GBDTModel.load(active_model(world.database_url, "gbdt")["artifact_path"])
@@ -124,13 +128,14 @@ def test_a_second_version_is_judged_against_the_active_one_on_the_same_rows(worl
     """Head to head: the new version's registry metrics carry the active version's metrics on the
     new validation window, and the decision follows them (not the active's own, older window)."""
     from store.registry import active_model, list_models
-    from ranking.train import train_and_register_ranker
+    from ranking.job import train_and_register_ranker
     row = train_and_register_ranker(world, ranker_overrides=dict(TINY, d_model=4, n_heads=1),
                                     train_config=TrainConfig(epochs=1, batch_size=256, threads=1, seed=1))
     assert row["version"] != ranker_version["version"]
     versus = row["metrics"]["versus_active"]
     assert versus["version"] == ranker_version["version"] and versus["n"] == row["metrics"]["n_valid"]
     assert 0.0 <= versus["auc"] <= 1.0
+    assert versus["offline_value"] is not None and versus["offline_value"] >= 0   # the active one, same requests
     worse = row["metrics"]["auc"] < versus["auc"] or (
         row["metrics"].get("cvr_auc_all") is not None and versus.get("cvr_auc_all") is not None
         and row["metrics"]["cvr_auc_all"] < versus["cvr_auc_all"])

@@ -12,7 +12,8 @@ from store.settings import Settings
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
 def store(request, tmp_path_factory):
     from feature_repo.realtime import push_realtime
-    from feature_repo.statistics import compute_statistics, materialize, write_statistics
+    from feature_repo.parquet import materialize, write_statistics
+    from feature_repo.statistics import compute_statistics
     from feature_repo.store import apply_definitions
     home = tmp_path_factory.mktemp(request.param)
     client = None

@@ -15,7 +15,8 @@ B = 3600
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    from feature_repo.statistics import compute_statistics, materialize, write_statistics
+    from feature_repo.parquet import materialize, write_statistics
+    from feature_repo.statistics import compute_statistics
     from feature_repo.store import apply_definitions
     settings = Settings(home=tmp_path_factory.mktemp("feast")).ensure_dirs()
     ev = random_events(seed=7, n=3000, n_users=20, n_streams=8, n_items=30, span_s=10 * 86_400)
@@ -172,7 +173,8 @@ def test_historical_features_return_every_entity_row_point_in_time(repo):
 def test_training_frame_is_point_in_time(repo, tmp_path):
     """A stream clicked only from T on: an impression at T-1s sees no click; one a bucket later does."""
     settings = Settings(home=tmp_path).ensure_dirs()
-    from feature_repo.statistics import compute_statistics, write_statistics
+    from feature_repo.parquet import write_statistics
+    from feature_repo.statistics import compute_statistics
     from ranking.samples import impression_labels, training_frame
     T = pd.Timestamp(T0) + pd.Timedelta(hours=6)
     ev = random_events(seed=9, n=200, n_users=4, n_streams=3, span_s=12 * 3600)

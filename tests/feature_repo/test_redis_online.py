@@ -28,7 +28,8 @@ def test_redis_online_store_materialize_push_read(tmp_path):
     try:
         from feature_repo.online import OnlineFeatures
         from feature_repo.realtime import push_realtime
-        from feature_repo.statistics import compute_statistics, materialize, write_statistics
+        from feature_repo.parquet import materialize, write_statistics
+        from feature_repo.statistics import compute_statistics
         from feature_repo.store import get_store
         settings = Settings(home=tmp_path, feast_online=f"{base}/{db}").ensure_dirs()
         assert "type: redis" in (get_store(settings) and (settings.feast_repo / "feature_store.yaml").read_text())

@@ -13,7 +13,7 @@ def _ingest(settings, events):
 
 
 def test_run_statistics_materializes_incrementally(settings):
-    from feature_repo.statistics import run_statistics
+    from feature_repo.statistics_job import run_statistics
     from feature_repo.store import get_store
     from store.ingest import upsert_catalog
     streams, items = catalog()
@@ -59,7 +59,8 @@ def test_the_materialized_counters_follow_the_offline_log_without_a_push(setting
     the real-time counters are the offline log's value at each instant (as training joins them)."""
     from feature_repo.features import RT_COUNTERS
     from feature_repo.online import OnlineFeatures, assemble
-    from feature_repo.statistics import compute_statistics, run_statistics
+    from feature_repo.statistics import compute_statistics
+    from feature_repo.statistics_job import run_statistics
     from store.ingest import load_events, upsert_catalog
     streams, items = catalog()
     upsert_catalog(settings.database_url, streams=streams.assign(streamer_id=streams.stream_id),

@@ -23,7 +23,8 @@ def test_embeddings_save_load_lookup(tmp_path):
 
 
 def test_train_and_register_is_idempotent_and_warm_starts(settings):
-    from graph.artifacts import Embeddings, load_active, train_and_register_embeddings
+    from graph.artifacts import Embeddings, load_active
+    from graph.job import train_and_register_embeddings
     from graph.metapath2vec import M2VConfig
     from store.registry import list_models
     from store.sources import ingest_source

@@ -31,7 +31,8 @@ def _statuses(settings) -> dict:
 
 
 def test_a_worse_version_is_registered_but_the_active_one_keeps_serving(settings, halves):
-    from graph.artifacts import load_active, train_and_register_embeddings
+    from graph.artifacts import load_active
+    from graph.job import train_and_register_embeddings
     from graph.metapath2vec import M2VConfig
     halves(0)
     good = train_and_register_embeddings(settings, config=M2VConfig(**GOOD))
@@ -52,7 +53,8 @@ def test_a_worse_version_is_registered_but_the_active_one_keeps_serving(settings
 
 
 def test_a_better_version_replaces_the_active_one_and_is_refit_on_everything(settings, halves):
-    from graph.artifacts import Embeddings, train_and_register_embeddings
+    from graph.artifacts import Embeddings
+    from graph.job import train_and_register_embeddings
     from graph.metapath2vec import M2VConfig
     halves(0)
     noise = train_and_register_embeddings(settings, config=M2VConfig(**NOISE), warm_start=False)

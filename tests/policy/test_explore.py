@@ -79,3 +79,53 @@ def test_posteriors_shrink_to_the_mean_click_rate():
     mean = 10 / 200
     assert a.tolist() == pytest.approx([20 * mean + 10, 20 * mean, 20 * mean])
     assert b.tolist() == pytest.approx([20 * (1 - mean) + 90, 20 * (1 - mean) + 100, 20 * (1 - mean)])
+
+
+def test_the_gate_explores_only_draws_above_the_threshold_and_propensities_follow():
+    """Thompson with a threshold: the one cold stream takes the slot with P(θ >= threshold); when it
+    does not, the slot is the ranker's, and both outcomes' propensities are those probabilities."""
+    order = np.array([0, 1, 2, 3])
+    cold = np.array([False, False, False, True])
+    a, b = np.array([1.0, 1.0, 1.0, 2.0]), np.array([1.0, 1.0, 1.0, 38.0])     # θ3 ~ Beta(2, 38), mean 0.05
+    thr = 0.08
+    exact = float(np.mean(np.random.default_rng(5).beta(2, 38, 400_000) >= thr))   # ≈ 0.2
+    took, props = [], []
+    for seed in range(300):
+        page, prop, explored = explore_page(order, cold, a, b, 3, [2], np.random.default_rng(seed), 2000,
+                                            threshold=thr)
+        assert page[:2].tolist() == [0, 1] and prop[:2].tolist() == [1.0, 1.0]
+        took.append(bool(explored[2]))
+        assert page[2] == (3 if explored[2] else 2)
+        props.append(prop[2] if explored[2] else 1 - prop[2])
+    assert np.mean(took) == pytest.approx(exact, abs=0.06)
+    assert np.mean(props) == pytest.approx(exact, abs=0.01)
+    # no threshold: the slot is always explored
+    page, prop, explored = explore_page(order, cold, a, b, 3, [2], np.random.default_rng(0), 200)
+    assert explored[2] and prop[2] == 1.0
+
+
+def test_the_vectorised_pages_match_a_loop_over_the_draws():
+    rng = np.random.default_rng(7)
+    n = 30
+    order = rng.permutation(n)
+    cold = rng.random(n) < 0.5
+    a, b = rng.uniform(1, 5, n), rng.uniform(5, 40, n)
+    slots = exploration_slots(10, 0.3)
+    page, prop, explored = explore_page(order, cold, a, b, 10, slots, np.random.default_rng(3), 500, threshold=0.1)
+    # the same draws, page by page
+    r = np.random.default_rng(3)
+    rank_of = np.empty(n, int)
+    rank_of[order] = np.arange(n)
+    cold_idx = np.flatnonzero(cold & (rank_of >= 10))
+    theta = r.beta(a[cold_idx], b[cold_idx], size=(500, len(cold_idx)))
+    pages = []
+    for s in range(500):
+        good = [cold_idx[i] for i in np.argsort(-theta[s], kind="stable") if theta[s, i] >= 0.1][:len(slots)]
+        pg = [None] * 10
+        for j, c in enumerate(good):
+            pg[slots[j]] = c
+        rest = iter([c for c in order if c not in good])
+        pages.append([c if c is not None else next(rest) for c in pg])
+    pages = np.array(pages)
+    assert page.tolist() == pages[0].tolist()
+    np.testing.assert_allclose(prop, (pages == pages[0][None, :]).mean(0))

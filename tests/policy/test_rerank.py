@@ -3,29 +3,8 @@ good as greedy under the slot value it is given, and the start slot / relaxation
 import numpy as np
 import pytest
 
-from policy.page_world import PageWorld, PageWorldConfig
+from policy.page_world import PageWorld, PageWorldConfig, PlantedValue
 from policy.rerank import RerankConfig, ScoreValue, category_codes, rerank, violations
-
-
-class PlantedValue:
-    """The page world's true slot value (examination · relevance · page effect) for one request."""
-
-    def __init__(self, world, rel):
-        self.world, self.rel = world, rel
-
-    def start(self, cand, cats, scores):
-        return {"seq": np.zeros((1, 0), np.int64), "cand": cand, "cats": np.asarray(cats)}
-
-    def values(self, st, slot):
-        seqs, cats = st["seq"], st["cats"]
-        B, n = len(seqs), len(st["cand"])
-        pages = np.concatenate([np.repeat(cats[seqs][:, None, :], n, 1),
-                                np.broadcast_to(cats[None, :, None], (B, n, 1))], axis=2)
-        g = self.world.context_effect(pages)[..., -1]
-        return np.minimum(1.0, (slot + 1.0) ** -0.7 * self.rel[st["cand"]][None, :] * g)
-
-    def advance(self, st, parents, chosen, slot):
-        return {**st, "seq": np.concatenate([st["seq"][parents], np.asarray(chosen)[:, None]], 1)}
 
 
 def test_every_page_meets_the_constraints():

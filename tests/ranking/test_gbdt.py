@@ -94,7 +94,7 @@ END = datetime(2026, 3, 2, 0, tzinfo=timezone.utc)
 
 
 def test_train_and_register_on_the_simulator(tmp_path):
-    from feature_repo.statistics import run_statistics
+    from feature_repo.statistics_job import run_statistics
     from ranking.gbdt import train_and_register
     from store.registry import active_model, list_models
     from store.settings import Settings

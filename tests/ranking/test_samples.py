@@ -86,7 +86,8 @@ def test_empty_and_order_preserved():
 
 
 def _write_repo(settings, ev, end=None):
-    from feature_repo.statistics import compute_statistics, write_statistics
+    from feature_repo.parquet import write_statistics
+    from feature_repo.statistics import compute_statistics
     streams = pd.DataFrame({"stream_id": [9], "category": [1]})
     write_statistics(settings, compute_statistics(ev, streams, bucket_s=settings.stats_bucket_s, end=end))
     return streams

@@ -10,7 +10,8 @@ import pytest
 from ranking.evaluate import evaluate_ranker, ndcg_at_k, write_report
 from ranking.gbdt import time_split
 from ranking.scorer import RankerScorer, fuse
-from ranking.train import TrainConfig, load_ranker, save_ranker, train_on_frames
+from ranking.artifacts import load_ranker, save_ranker
+from ranking.train import TrainConfig, train_on_frames
 from tests.ranking.planted import EXAM_POWER, planted_frame
 
 torch = pytest.importorskip("torch")
@@ -258,7 +259,7 @@ def test_refit_biasnet_reaches_the_tower_optimum(world, trained):
     """After early stopping the learned tower is refitted alone (L-BFGS, full batch): the click
     loss does not rise, and a second refit finds nothing left to gain."""
     from ranking.dataset import labels
-    from ranking.train import refit_biasnet
+    from ranking.refit import refit_biasnet
     fit, _, _, _ = world
     import copy
     (model, inputs, hist), _ = trained
@@ -279,7 +280,7 @@ def test_fit_biasnet_to_logits_recovers_a_planted_curve(form):
     import torch
     from ranking.model.biasnet import BiasNet
     from ranking.model.ranker import position_curve
-    from ranking.train import fit_biasnet_to_logits
+    from ranking.refit import fit_biasnet_to_logits
     g = torch.Generator().manual_seed(0)
     n = 200_000
     pos = torch.randint(1, 11, (n,), generator=g)                                # [N]

@@ -159,7 +159,7 @@ def _seed(settings) -> None:
     """A small simulated world, a new stream live now with no history, statistics materialized."""
     import pandas as pd
 
-    from feature_repo.statistics import run_statistics
+    from feature_repo.statistics_job import run_statistics
     from store.ingest import upsert_catalog
     from store.sources import ingest_source
     from store.sources.simulator import SimConfig, simulate

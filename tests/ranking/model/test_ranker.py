@@ -348,7 +348,7 @@ def test_shown_readout_recovers_the_curve_an_additive_tower_fits_on_a_confounded
     and exam(1) = 1. An additive tower fitted on the TRUE relevance logits matches each slot's
     clicks; read on each slot's own impressions it gives the planted curve, read on one population
     for all slots (position_curve) it does not — the error is the readout's, not the tower's."""
-    from ranking.train import fit_biasnet_to_logits
+    from ranking.refit import fit_biasnet_to_logits
     g = torch.Generator().manual_seed(0)
     n = 200_000
     pos = torch.randint(1, 11, (n,), generator=g)                                # [N]
