@@ -30,13 +30,15 @@ EARLY_STOP_FRAC = 0.15
 
 def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid_frac: float = 0.2,
                               ranker_overrides: Optional[dict] = None, train_config: Optional[TrainConfig] = None,
-                              progress: bool = False) -> dict:
+                              position_curve: Optional[str] = None, progress: bool = False) -> dict:
     """Train the ranker on the event log (up to ``end``), evaluate it, register it; idempotent per
     data version (+ config). Uses the active ``gbdt`` (leaf inputs) and Metapath2vec vectors trained
     on the events before the validation period (:func:`embeddings_before`) when a graph version
     exists. Promotion: when no ranker is active or, with the active version scored on the same
     validation rows (:func:`head_to_head`), no promotion metric is worse. Returns the registry
-    row (+ ``report`` path)."""
+    row (+ ``report`` path). ``position_curve="randomised"`` with a ``"table"`` Biasnet
+    (``ranker_overrides``): the tower's fixed curve is read off the training period's randomised
+    requests (:func:`randomised_curve`; the harvested curve when there are too few of them)."""
     from feature_repo.features import FEATURE_COLUMNS
     from store.ingest import load_catalog, load_events, training_key
     from store.jobs import job_run
@@ -53,7 +55,7 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
     if end is not None and end.tzinfo is None:
         end = end.replace(tzinfo=timezone.utc)
     cfg = train_config or TrainConfig(threads=2)
-    fingerprint = hashlib.sha1(json.dumps([asdict(cfg), ranker_overrides or {}], sort_keys=True,
+    fingerprint = hashlib.sha1(json.dumps([asdict(cfg), ranker_overrides or {}, position_curve], sort_keys=True,
                                           default=str).encode()).hexdigest()[:8]
     key = training_key(url, end) + f"#{fingerprint}"
     done = already_trained(url, MODEL_NAME, key)
@@ -78,10 +80,17 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
         if embeddings is not None:              # point-in-time vectors: rank only the rows after them
             fit_df = fit_df[fit_df["ts"] >= cut].reset_index(drop=True)
         overrides = dict(ranker_overrides or {})
+        fixed_curve = None
+        if position_curve == "randomised":
+            train_end = train["ts"].max() if len(train) else None
+            fixed_curve = randomised_curve(events[events["ts"] <= train_end] if train_end is not None else events)
+        elif position_curve is not None:
+            raise ValueError(f"position_curve must be None or 'randomised', got {position_curve!r}")
         model, inputs, history = train_on_frames(
             fit_df, stop_df, list(FEATURE_COLUMNS), catalog=catalog, embeddings=embeddings, gbdt=gbdt,
             ranker_overrides=overrides, train_config=cfg, extra_frames=[valid], progress=progress,
-            position_frame=train)         # a harvested curve ("table" Biasnet) reads the whole training period
+            position_frame=train,         # a harvested curve ("table" Biasnet) reads the whole training period
+            position_curve=fixed_curve)
         truth_path = Path(settings.artifact_dir) / TRUTH_FILE
         truth = None
         if truth_path.exists():
@@ -131,6 +140,24 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
         if progress:
             print(msg, flush=True)
         return dict(row, report=str(report))
+
+
+def randomised_curve(events, max_position: int = 10):
+    """Examination by slot (relative to slot 1) from the randomised requests of ``events``
+    (ope.position_curve's ratio estimator), or None with fewer than ope.position_curve.MIN_RANDOMISED."""
+    from ope.position_curve import MIN_RANDOMISED, impressions_with_clicks, position_curve
+    try:
+        imps = impressions_with_clicks(events)
+    except ValueError:
+        return None
+    n = imps.loc[imps["policy"] == "randomised", "request_id"].nunique()
+    if n < MIN_RANDOMISED:
+        log.warning("%d randomised requests (< %d): the position curve is harvested instead", n, MIN_RANDOMISED)
+        return None
+    _, rows = position_curve(imps, method="randomised", max_position=max_position, n_boot=0)
+    curve = [r["examination"] if r["examination"] is not None else float("nan") for r in rows]
+    log.info("position curve from %d randomised requests: %s", n, [round(c, 3) for c in curve])
+    return curve
 
 
 def _offline_value(frame, scores):

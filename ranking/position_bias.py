@@ -172,4 +172,18 @@ def curve_table(examination, *, n_positions: int = 64, n_pages: int = 8) -> Harv
     return HarvestedCurve(table, rows=0, pairs=0, clicks=0, max_position=min(len(e), n_positions - 1))
 
 
-__all__ = ["HarvestedCurve", "harvest_examination", "harvest_from_frame", "curve_table", "MIN_INFORMATIVE_CLICKS"]
+def slot_ips_weights(position, click, examination, max_weight: float = 10.0) -> np.ndarray:
+    """Per-row training weights of slot IPS: 1 / examination(slot) for a clicked row (clipped at
+    ``max_weight``), 1 for the rest and for rows of unknown slot (0). ``examination``: by slot,
+    relative to slot 1 (normalised, made non-increasing, the last value past its end, as
+    :func:`curve_table`). A click at a rarely examined slot stands for the clicks the slot hid."""
+    table = curve_table(examination, n_positions=int(max(np.max(position, initial=0), 1)) + 1, n_pages=1)
+    exam = np.exp(table.log_exam[0])                                 # [P + 1], index 0 = unknown -> 1
+    pos = np.asarray(position, dtype=np.int64)
+    w = np.where(np.asarray(click) > 0, 1.0 / exam[np.clip(pos, 0, len(exam) - 1)], 1.0)
+    w[pos <= 0] = 1.0
+    return np.minimum(w, max_weight).astype(np.float32)
+
+
+__all__ = ["HarvestedCurve", "harvest_examination", "harvest_from_frame", "curve_table", "slot_ips_weights",
+           "MIN_INFORMATIVE_CLICKS"]

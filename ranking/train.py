@@ -63,6 +63,11 @@ class TrainConfig:
     threads: Optional[int] = None          # torch threads (None: leave as is)
     max_train_rows: Optional[int] = None   # subsample the train rows (seeded), None = all
     eval_batch_size: int = 8192
+    # slot IPS (seed 003 §4.5): a clicked row's training loss weighted by 1 / examination(its slot),
+    # the curve by slot relative to slot 1 (e.g. from randomised traffic: streamrank position-curve),
+    # clipped at slot_ips_max; None = off. Usually instead of Biasnet (use_biasnet=False).
+    slot_ips: Optional[tuple] = None
+    slot_ips_max: float = 10.0
 
 
 
@@ -86,7 +91,7 @@ def validation_loss(model, batch: dict, labels: dict, weights, uncertainty=None,
         for lo in range(0, n, batch_size):
             sl = slice(lo, lo + batch_size)
             xb, yb = to_tensors(batch, sl), to_tensors(labels, sl)
-            out = model(xb, with_bias=True)
+            out = model(xb, with_bias=True, with_position=True)
             losses = model.losses(out, yb)
             m = len(yb["click"])
             for t, v in losses.items():
@@ -139,6 +144,12 @@ def fit(model, train: dict, train_labels: dict, valid: Optional[dict] = None, va
     history = {"epochs": [], "best_epoch": None, "tasks": tasks}
     best, best_state, bad = math.inf, None, 0
     has_valid = valid is not None and valid_labels is not None and _n_rows(valid) > 0
+    row_weights = None
+    if cfg.slot_ips is not None:
+        from .position_bias import slot_ips_weights
+        row_weights = slot_ips_weights(train["position"], train_labels["click"], cfg.slot_ips, cfg.slot_ips_max)
+        history["slot_ips"] = {"mean_weight": round(float(row_weights.mean()), 4),
+                               "max_weight": round(float(row_weights.max()), 4)}
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0 = time.perf_counter()
@@ -153,7 +164,8 @@ def fit(model, train: dict, train_labels: dict, valid: Optional[dict] = None, va
             idx = order[lo:lo + cfg.batch_size]
             xb, yb = to_tensors(train, idx), to_tensors(train_labels, idx)
             out = model(xb)
-            losses = model.losses(out, yb)
+            wb = None if row_weights is None else torch.from_numpy(row_weights[idx])
+            losses = model.losses(out, yb, weights=wb)
             loss = _weighted(losses, weights, uncertainty)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -313,15 +313,40 @@ def cmd_position_curve(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """The ranker's evolution V1 → V4 and its ablations (ranking/report.py): docs/evolution.md + plots."""
+    from ranking.report import run
+    if args.source == "twitch" and not args.path:
+        raise SystemExit("--source twitch needs --path (the Twitch watches CSV)")
+    if args.path and not Path(args.path).exists():
+        raise SystemExit(f"{args.path}: no such file")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    ablations = None if args.ablations is None else [a for a in args.ablations.split(",") if a]
+    try:
+        res = run(args.source, path=args.path, split_slot=args.split_slot, sim_seed=args.sim_seed,
+                  sim_days=args.sim_days, seeds=seeds, ablations=ablations, out=args.out, epochs=args.epochs)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    print(json.dumps({"markdown": res["markdown"], "plots": res["plots"], "results": len(res["rows"])}))
+    return 0
+
+
 # ----------------------------------------------------------------------------- run (make run)
 def _has_live_streams(settings) -> bool:
     from store.ingest import live_stream_ids
     return bool(live_stream_ids(settings.database_url, datetime.now(timezone.utc)))
 
 
+_SIGNALLED: list = []
+
+
 def _exit_on_signal(signum, frame):
     # SIGTERM / SIGHUP (a closed terminal, `kill`, a supervisor) take the same way out as Ctrl-C:
     # the finally below stops the workers and the API (the default action would orphan them)
+    _SIGNALLED.append(signum)
     raise SystemExit(128 + signum)
 
 
@@ -400,6 +425,13 @@ def cmd_run(args) -> int:
         return api.returncode or 0
     except KeyboardInterrupt:
         return 0
+    except Exception:
+        # the signal's SystemExit can land inside a library that turns it into another error on its
+        # way out (kombu's publish retry, seen under load): the exit status is still the signal's
+        if _SIGNALLED:
+            log.warning("stopped by signal %d", _SIGNALLED[0])
+            return 128 + _SIGNALLED[0]
+        raise
     finally:
         stop_all()
 
@@ -519,6 +551,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--plot", help="PNG path (default: next to the events file)")
     s.set_defaults(func=cmd_position_curve)
+
+    s = sub.add_parser("report", help="the ranker's evolution V1 -> V4 + ablations, >= 3 seeds: docs/evolution.md + plots")
+    s.add_argument("--source", choices=["twitch", "simulator"], required=True)
+    s.add_argument("--path", help="twitch: the watches CSV")
+    s.add_argument("--split-slot", type=int, default=4000)
+    s.add_argument("--sim-seed", type=int, default=1, help="simulator: the world's seed")
+    s.add_argument("--sim-days", type=float, default=7)
+    s.add_argument("--seeds", default="0,1,2")
+    s.add_argument("--ablations", help="comma-separated ranking.versions.OURS names (default: the task's list)")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--out", default="docs/evolution.md")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("run", help="the whole job on the embedded default, then serve (make run)")
     s.add_argument("--seed", type=int, default=0)

@@ -22,7 +22,8 @@ def test_no_heavy_import(stmt):
 def test_cli_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "streamrank.cli", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
-    for cmd in ("ingest", "pipeline", "worker", "beat", "serve", "evaluate", "evaluate-graph", "evaluate-retrieval", "run"):
+    for cmd in ("ingest", "pipeline", "worker", "beat", "serve", "evaluate", "evaluate-graph", "evaluate-retrieval", "run",
+                "evaluate-ope", "position-curve", "report"):
         assert cmd in out.stdout
 
 

@@ -55,7 +55,13 @@ then zeros, so the input size never changes): ``user_id``, ``stream_id``, ``cate
 long; ``dense [B, n_dense]``; ``leaves [B, n_trees]`` long; ``m2v_user``, ``m2v_stream``
 ``[B, m2v_dim]``; ``core_items [B, Lc]``, ``rt_items [B, Lr]``, ``user_items [B, Lu]``,
 ``user_items_dt [B, Lu]`` (seconds), ``user_streams [B, Ls]`` long (0 = padding); ``position``,
-``page`` ``[B]`` long (1-based, 0 = unknown; Biasnet only).
+``page`` ``[B]`` long (1-based, 0 = unknown; Biasnet and the position feature only).
+
+``position_feature=True`` (seed 004's other answer to position bias, beside Biasnet): the slot's
+embedding :math:`\mathbf{P}_k` is one more part of :math:`x` in training, and the zero row (slot
+"unknown") at serving and in every debiased output — the model learns relevance *given* the slot
+and is asked for it at no slot. Unlike Biasnet's additive logit, the slot can interact with every
+other input through the experts.
 """
 from __future__ import annotations
 
@@ -112,6 +118,7 @@ class RankerConfig:
     n_pages: int = 8
     dropout: float = 0.0          # off by default: CPU bernoulli masks cost ~20 % of a step; early stopping + weight decay regularise
     tasks: tuple = ("ctr", "cvr", "stay")   # a subset in this order; "ctr" always present
+    position_feature: bool = False          # the slot as an input in training, zeroed at serving (seed 004)
 
     def __post_init__(self):
         self.tasks = tuple(self.tasks)
@@ -189,6 +196,10 @@ class Ranker(nn.Module):
         if c.use_target_attention:
             self.target_attention = TargetAttention(d)
             in_dim += 2 * d                                                  # v, s ⊙ v
+        self.position_emb = None
+        if c.position_feature:
+            self.position_emb = nn.Embedding(c.n_positions, d, padding_idx=0)          # row 0: no slot (serving)
+            in_dim += d
         self.in_dim = in_dim
         self.cross = CrossNetMix(in_dim) if c.use_cross else None
         if c.head == "mmoe":
@@ -204,7 +215,8 @@ class Ranker(nn.Module):
     def reset_parameters(self):
         # N(0, 1/d): id vectors of about unit norm, so no input part dominates the concatenation.
         std = 1.0 / math.sqrt(self.config.d_model)
-        for emb in (self.user_emb, self.stream_emb, self.item_emb, self.category_emb, self.leaf_emb):
+        for emb in (self.user_emb, self.stream_emb, self.item_emb, self.category_emb, self.leaf_emb,
+                    self.position_emb):
             if emb is not None:
                 _init_embedding(emb, std)
         for m in (self.dense_proj, self.m2v_user, self.m2v_stream, self.sequence, self.target_attention,
@@ -238,7 +250,7 @@ class Ranker(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: dict, cand: Optional[dict] = None, cand_index: Optional[Tensor] = None,
-                with_bias: bool = False) -> dict:
+                with_bias: bool = False, with_position: bool = False) -> dict:
         if cand is None:
             cand = self.encode_candidates(batch)
         elif cand_index is not None:
@@ -282,6 +294,15 @@ class Ranker(nn.Module):
             else:
                 v = zeros
             parts += [v, stream * v]                                                 # [B, d] x 2
+
+        if self.position_emb is not None:
+            # the slot in training (and with_position: the validation loss); the zero row — no
+            # slot — everywhere else (serving, the debiased outputs)
+            pos = batch.get("position")
+            if pos is not None and (self.training or with_position):
+                parts.append(self.position_emb(pos.clamp(0, self.config.n_positions - 1)))   # [B, d]
+            else:
+                parts.append(zeros)
 
         x = torch.cat(parts, dim=-1)                                                 # [B, in_dim]
         if self.cross is not None:

@@ -72,3 +72,12 @@ def test_from_frame_numbers_pages_like_the_inputs():
     assert curve.reference_page == 1                                 # "home" = index 1, seen more
     assert np.exp(curve.log_exam[2, 1]) == pytest.approx(0.6, abs=0.08)
     assert harvest_from_frame(f.drop(columns="position"), []) is None
+
+
+def test_slot_ips_weights_upweight_clicks_at_rarely_seen_slots():
+    from ranking.position_bias import slot_ips_weights
+    pos = np.array([1, 2, 3, 4, 0, 9, 3])
+    click = np.array([1, 1, 0, 1, 1, 1, 1])
+    w = slot_ips_weights(pos, click, [1.0, 0.5, 0.25, float("nan")], max_weight=3.0)
+    # slot 4 has no estimate: the slot above's (0.25); slot 9: past the end, the last value; unknown slot 0: 1
+    assert w.tolist() == [1.0, 2.0, 1.0, 3.0, 1.0, 3.0, 3.0]

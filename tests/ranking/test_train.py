@@ -89,6 +89,23 @@ def test_scorer_parity_without_biasnet(world, trained):
     np.testing.assert_allclose(s, fuse(got, scorer.fusion["default"]), atol=1e-9)
 
 
+def test_position_feature_serving_parity(world, tmp_path):
+    """A ranker with the slot as an input (position_feature): the scorer serves its no-slot output,
+    whatever position the frame carries, also after a save / load."""
+    fit, stop, test, _ = world
+    over = {**SMALL, "use_biasnet": False, "position_feature": True}
+    model, inputs, _ = train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides=over,
+                                       train_config=TrainConfig(epochs=1, batch_size=512, seed=0, threads=1))
+    with torch.no_grad():
+        model.eval()
+        ref = torch.sigmoid(model(_tensors(inputs.transform(test)))["ctr_logit"]).double().numpy()
+    scorer = RankerScorer.from_trained(model, inputs)
+    shuffled = test.assign(position=np.random.default_rng(2).integers(1, 11, len(test)))
+    np.testing.assert_allclose(scorer.outputs(shuffled)["p_ctr"], ref, atol=1e-6, rtol=0)
+    back = RankerScorer.load(save_ranker(model, inputs, tmp_path / "pf"))
+    np.testing.assert_allclose(back.outputs(test)["p_ctr"], ref, atol=1e-6, rtol=0)
+
+
 def test_save_load_and_report(tmp_path, world, trained):
     _, _, test, truth = world
     (model, inputs, hist), _ = trained
@@ -211,6 +228,25 @@ def test_a_given_position_curve_is_the_fixed_biasnet(world):
     assert m["position_curve_max_err"] < 1e-4
     with pytest.raises(ValueError, match="slot 1"):
         train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides=over, train_config=cfg, position_curve=[0.0, 1])
+
+
+def test_slot_ips_weights_the_clicks_of_deep_slots(world):
+    """TrainConfig.slot_ips: no Biasnet, each clicked row's loss weighted by 1 / examination(slot):
+    the debiased click rate comes out higher than the unweighted model's (the clicks the deep slots
+    hid are put back), and the history records the weights."""
+    from ranking.evaluate import outputs
+    fit, stop, test, truth = world
+    over = {**SMALL, "use_biasnet": False}
+    curve = tuple((np.arange(1, 11) ** -EXAM_POWER).tolist())
+    base = TrainConfig(epochs=2, batch_size=512, lr=5e-3, seed=0, threads=1)
+    plain, inputs, _ = train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides=over, train_config=base)
+    ips, inputs2, hist = train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides=over,
+                                         train_config=replace(base, slot_ips=curve))
+    assert hist["slot_ips"]["max_weight"] == pytest.approx(10 ** EXAM_POWER, rel=1e-3)   # a click at slot 10
+    assert hist["slot_ips"]["mean_weight"] > 1.0
+    p_plain = outputs(plain, inputs, test)["p_ctr"].mean()
+    p_ips = outputs(ips, inputs2, test)["p_ctr"].mean()
+    assert p_ips > 1.1 * p_plain
 
 
 def test_learned_curve_is_checked_against_the_harvested_one(tmp_path, world, trained):

@@ -112,6 +112,30 @@ def test_bias_logit_only_in_training_or_on_request():
     assert "bias_logit" not in model.train()(no_position)
 
 
+def test_position_feature_only_in_training_and_the_validation_loss():
+    """position_feature: the slot's embedding is an input in training (and with_position), the zero
+    row at serving — eval outputs do not depend on the slot and equal those with no position."""
+    model = _model(full_config(position_feature=True, use_biasnet=False))
+    batch = make_batch()
+    moved = dict(batch, position=(batch["position"] % 5) + 1)
+    model.train()
+    torch.manual_seed(0)
+    a = model(batch)["ctr_logit"]
+    torch.manual_seed(0)
+    b = model(moved)["ctr_logit"]
+    assert not torch.allclose(a, b)                                     # training sees the slot
+    model.eval()
+    ref = model({k: v for k, v in batch.items() if k != "position"})["ctr_logit"]
+    assert torch.equal(model(batch)["ctr_logit"], ref) and torch.equal(model(moved)["ctr_logit"], ref)
+    assert torch.equal(model(batch, with_bias=True)["ctr_logit"], ref)  # the debiased outputs too
+    assert not torch.allclose(model(batch, with_position=True)["ctr_logit"], ref)
+    out = model.train()(batch)
+    model.losses(out, make_labels())["ctr"].backward()
+    assert model.position_emb.weight.grad[1:].abs().sum() > 0 and model.position_emb.weight.grad[0].abs().sum() == 0
+    assert model.position_emb.weight[0].abs().sum() == 0               # the "no slot" row stays zero
+    assert RankerConfig.from_dict(json.loads(json.dumps(model.config.to_dict()))).position_feature
+
+
 def test_minimal_config_forward_losses_backward():
     model = _model(minimal_config()).train()
     batch = {k: make_batch()[k] for k in ("user_id", "stream_id", "category", "dense", "position")}
