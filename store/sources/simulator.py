@@ -23,7 +23,9 @@ perfectly). For each shown stream::
     relevance  r = sigmoid(bias + w_taste·log(K·taste[u, cat] + 0.1) + w_quality·quality[s]
                            + w_affinity·<user_vec, stream_vec> + w_window·heat[broadcast]
                            + w_loyalty·log1p(#earlier clicks of u on s))
-    P(click)     = examination(position) · r,    examination(p) = p ** -0.7  (planted)
+    P(click)     = examination(position) · r · g,   examination(p) = p ** -0.7  (planted)
+    g            = page_same_below if the stream right above is of the same category, else 1
+                   (a planted page-context effect for re-ranking; 1.0 = none, the default)
     P(purchase | click) = sigmoid(cvr_bias + w_cvr·logit(r) + buy_bias[u] + conv_skill[s])
     stay seconds ~ LogNormal(log(stay_base_s) + w_stay·r + stay_effect[s], stay_sigma)
 
@@ -35,7 +37,7 @@ carry their ``policy`` (randomised / ranked) and, for the randomised slates, the
 ``propensity`` 1 / (streams live); the noisy ranking's is left null (not computed).
 
 ``truth`` has one row per impression: event_id, p_click, p_purchase (given click),
-mean_stay_s, relevance, examination, randomized (whether the slate was the random one).
+mean_stay_s, relevance, examination, page_effect (g), randomized (whether the slate was the random one).
 """
 from __future__ import annotations
 
@@ -106,6 +108,8 @@ class SimConfig:
     stay_base_s: float = 40.0
     w_stay: float = 2.5
     stay_sigma: float = 0.9
+    # page context: a stream right below one of its own category is this much less attractive (1 = no effect)
+    page_same_below: float = 1.0
     page: str = "live_tab"
 
     def resolved_end(self) -> datetime:
@@ -140,6 +144,8 @@ def simulate(cfg: Optional[SimConfig] = None) -> SourceData:
     U, S, I, K, L = cfg.n_users, cfg.n_streams, cfg.n_items, cfg.n_categories, cfg.slate_size
     if min(U, S, I, K, L) < 1:
         raise ValueError("n_users, n_streams, n_items, n_categories and slate_size must be >= 1")
+    if not cfg.page_same_below > 0:
+        raise ValueError(f"page_same_below must be > 0, got {cfg.page_same_below}")
     end_dt = cfg.resolved_end()
     end_us = int(pd.Timestamp(end_dt).value // 1000)
     start_us = end_us - int(round(cfg.days * DAY_US))
@@ -241,6 +247,7 @@ def simulate(cfg: Optional[SimConfig] = None) -> SourceData:
     slate_rel = np.zeros((R, L))
     slate_click = np.zeros((R, L), dtype=bool)
     slate_logit = np.zeros((R, L))
+    slate_g = np.ones((R, L))
     click_u = rng.random(size=(R, L))
     req_live = np.zeros(R, dtype=np.int64)                          # streams live at each request
     CH = 4096
@@ -292,13 +299,17 @@ def simulate(cfg: Optional[SimConfig] = None) -> SourceData:
             sel = top[i, :m]
             logit = pre[i, :m] + cfg.w_loyalty * np.log1p(watch_count[ui, sel])
             rel = 1.0 / (1.0 + np.exp(-logit))
-            clk = click_u[r_i, :m] < exam[:m] * rel
+            g = np.ones(m)
+            if cfg.page_same_below != 1.0 and m > 1:
+                g[1:] = np.where(stream_cat[sel[1:]] == stream_cat[sel[:-1]], cfg.page_same_below, 1.0)
+            clk = click_u[r_i, :m] < exam[:m] * rel * g
             if clk.any():
                 watch_count[ui, sel[clk]] += 1
             slate_stream[r_i, :m] = sel
             slate_rel[r_i, :m] = rel
             slate_logit[r_i, :m] = logit
             slate_click[r_i, :m] = clk
+            slate_g[r_i, :m] = g
 
     # ------------------------------------------------------------------ impressions
     shown = slate_stream >= 0
@@ -413,11 +424,12 @@ def simulate(cfg: Optional[SimConfig] = None) -> SourceData:
                                  "start_ts": _to_ts(w_start), "end_ts": _to_ts(w_end)})
     truth = pd.DataFrame({
         "event_id": (imp_key + "-imp").astype(object),
-        "p_click": imp_exam * imp_rel,
+        "p_click": imp_exam * imp_rel * slate_g[imp_req, imp_slot],
         "p_purchase": p_purchase,
         "mean_stay_s": mean_stay,
         "relevance": imp_rel,
         "examination": imp_exam,
+        "page_effect": slate_g[imp_req, imp_slot],
         "randomized": req_random[imp_req],
     })
     data = SourceData(name="simulator", users=users, items=items, streams=streams, stream_items=stream_items,

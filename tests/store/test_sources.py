@@ -372,3 +372,23 @@ def test_simulated_impressions_carry_the_logging_policy_and_its_propensity(small
         assert row["propensity"] == pytest.approx(1.0 / live)
     assert imp.loc[~imp["randomized"], "propensity"].isna().all()
     assert ev.loc[ev["type"] != "impression", "propensity"].isna().all()
+
+
+def test_the_planted_page_effect(small):
+    """page_same_below: a stream right below one of its own category is clicked that much less; the
+    truth says so (page_effect, p_click), and the default world has no such effect."""
+    assert (small.truth["page_effect"] == 1.0).all()
+    data = simulate(SimConfig(seed=0, page_same_below=0.4, **SMALL))
+    imp = labelled_impressions(data)
+    cat = data.streams.set_index("stream_id")["category"]
+    imp = imp.assign(category=imp["stream_id"].map(cat).to_numpy()).sort_values(["request_id", "position"])
+    above = imp.groupby("request_id")["category"].shift(1)
+    repeat = (imp["category"] == above).to_numpy()
+    assert repeat.sum() > 100
+    np.testing.assert_allclose(imp["page_effect"].to_numpy(), np.where(repeat, 0.4, 1.0))
+    np.testing.assert_allclose(imp["p_click"], imp["examination"] * imp["relevance"] * imp["page_effect"])
+    # the clicks follow the truth: calibrated on the penalised impressions too
+    pen = imp[repeat]
+    assert abs(pen["click"].mean() - pen["p_click"].mean()) < 0.02
+    with pytest.raises(ValueError, match="page_same_below"):
+        simulate(SimConfig(seed=0, page_same_below=0.0, **SMALL))
