@@ -71,8 +71,10 @@ GBDT_FEATURE_REFS = STREAM_FEATURE_REFS + USER_FEATURE_REFS
 RAW_COLUMNS = [r.split(":")[1] for r in GBDT_FEATURE_REFS]
 
 # id lists for the sequence (transformer) ranker; see the module docstring and expire_lists
-SEQUENCE_REFS = ["user_recent:recent_items", "user_recent:recent_streams", "stream_realtime:rt_items"]
-SEQUENCE_COLUMNS = ["recent_items", "recent_streams", "rt_items"]
+# (+ the times of the recent streams: the ranker's time gaps, ranking.dataset's user_streams_dt)
+SEQUENCE_REFS = ["user_recent:recent_items", "user_recent:recent_streams", "stream_realtime:rt_items",
+                 "user_recent:recent_stream_ts"]
+SEQUENCE_COLUMNS = ["recent_items", "recent_streams", "rt_items", "recent_stream_ts"]
 assert [r.split(":")[1] for r in SEQUENCE_REFS] == SEQUENCE_COLUMNS
 # the real-time counters' schedule: read online with the stream's row, never by training (the
 # offline log's own rows are exact at every instant)

@@ -229,7 +229,8 @@ def assemble_columns(user: dict, stream_df: pd.DataFrame, now: Optional[datetime
             pd.to_numeric(pd.Series(v), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     recent = user["recent_streams"].tolist() if "recent_streams" in user else [None] * n
     out = {"user_id": np.asarray(user["user_id"], dtype=np.int64), "stream_id": sids,
-           "category_id": np.asarray(user["category_id"], dtype=np.int64)}
+           "category_id": np.asarray(user["category_id"], dtype=np.int64),
+           "as_of": as_of}                                     # the rows' instant (the ranker's time gaps)
     schedules = stream[SCHEDULE_COLUMN].tolist() if SCHEDULE_COLUMN in stream else None
     out.update(derive_arrays(raw, as_of, recent, sids.tolist(), schedules=schedules))
     expired = ~((as_of - raw("rt_epoch")) < RT_WINDOWS[RT_ITEMS_WINDOW])          # NaN age -> expired

@@ -27,6 +27,9 @@ core_items         [N, Lc] int64   the stream's core products (catalog ``stream_
 rt_items           [N, Lr] int64   the stream's real-time products (Feast ``rt_items``)
 user_items         [N, Lu] int64   the user's recent items (Feast ``recent_items``)
 user_streams       [N, Ls] int64   the user's recent streams (Feast ``recent_streams``)
+user_streams_dt    [N, Ls] float32 seconds from each of them (its latest click/watch, Feast
+                                   ``recent_stream_ts``) to the row's instant (``as_of`` epoch
+                                   seconds at serving, ``ts`` in training); 0 where padded
 position           [N] int64       slot position (1-based, 0 = unknown)
 page               [N] int64       page index (0 = unknown)
 =================  ==============  =====================================================
@@ -97,6 +100,37 @@ def _pad_lists(lists: Sequence, length: int, vocab: Vocab) -> np.ndarray:
         cols.extend(range(len(lst)))
     if flat:
         out[np.asarray(rows), np.asarray(cols)] = vocab.index(np.asarray(flat, dtype=np.int64))
+    return out
+
+
+def _row_epoch_seconds(frame) -> Optional[np.ndarray]:
+    """The rows' instant in epoch seconds: ``as_of`` (the request path), else ``event_timestamp``
+    or ``ts`` (training frames); None when the frame has none."""
+    if "as_of" in frame:
+        return np.asarray(frame["as_of"], dtype=np.float64)
+    for c in ("event_timestamp", "ts"):
+        if c in frame:
+            t = pd.to_datetime(pd.Series(np.asarray(frame[c])), utc=True).astype("datetime64[us, UTC]")
+            return t.astype("int64").to_numpy() / 1e6
+    return None
+
+
+def time_gaps(ts_lists: Sequence, as_of: np.ndarray, length: int) -> np.ndarray:
+    """[N, length] float32: as_of − ts for the first ``length`` times of each row's list (the same
+    truncation as the id list), clipped at 0; 0 where the list is shorter."""
+    n = len(ts_lists)
+    out = np.zeros((n, length), np.float32)
+    if n == 0:
+        return out
+    if n > 1 and all(lst is ts_lists[0] for lst in ts_lists) and isinstance(ts_lists[0], list):
+        lst = np.asarray(ts_lists[0][:length], dtype=np.float64)           # the user's list, shared
+        out[:, :len(lst)] = np.maximum(as_of[:, None] - lst[None, :], 0.0)
+        return out
+    for i, lst in enumerate(ts_lists):
+        if lst is None or (isinstance(lst, float) and np.isnan(lst)) or len(lst) == 0:
+            continue
+        a = np.asarray(list(lst)[:length], dtype=np.float64)
+        out[i, :len(a)] = np.maximum(as_of[i] - a, 0.0)
     return out
 
 
@@ -231,6 +265,10 @@ class RankerInputs:
             vocab = self.streams if key == "user_streams" else self.items
             lists = frame[col].tolist() if col in frame else [None] * n
             out[key] = _pad_lists(lists, self.lengths[key], vocab)
+        if "recent_stream_ts" in frame:
+            as_of = _row_epoch_seconds(frame)
+            if as_of is not None:
+                out["user_streams_dt"] = time_gaps(frame["recent_stream_ts"].tolist(), as_of, self.lengths["user_streams"])
         if with_position:
             pos = pd.to_numeric(frame["position"], errors="coerce").fillna(0).astype("int64").to_numpy() \
                 if "position" in frame else np.zeros(n, np.int64)

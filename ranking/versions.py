@@ -56,6 +56,8 @@ OURS = {
     "full_position_feature": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                               "use_biasnet": False, "position_feature": True},
     # seed 000's DCN-mix on the concatenated dense + embedded inputs (off in the default)
+    # seed 001's time-difference encoding: the time since each recent stream on DIN's keys
+    "full_time_gaps": {"use_transformer": True, "use_target_attention": True, "m2v": True, "time_gaps": True},
     "full_dcn": {"use_transformer": True, "use_target_attention": True, "m2v": True, "use_cross": True},
     "full_no_refit": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                       "train": {"refit_biasnet": False}},

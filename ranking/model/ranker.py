@@ -57,6 +57,14 @@ long; ``dense [B, n_dense]``; ``leaves [B, n_trees]`` long; ``m2v_user``, ``m2v_
 ``user_items_dt [B, Lu]`` (seconds), ``user_streams [B, Ls]`` long (0 = padding); ``position``,
 ``page`` ``[B]`` long (1-based, 0 = unknown; Biasnet and the position feature only).
 
+``time_gaps=True`` (seed 001's time-difference encoding, on DIN's keys): each of the user's recent
+streams enters target attention as :math:`\mathbf{e}_{s_i} + \mathbf{G}_{b(\Delta t_i)}`, with
+:math:`\Delta t_i` the seconds since the user's latest click / watch of it (``user_streams_dt``)
+and :math:`b(\Delta t) = 1 + \min(15, \lfloor \log_2(1 + \Delta t / 60) \rfloor)` a log-scale
+bucket (a minute ago, an hour ago, ... a month ago): the attention can tell a stream watched a
+minute ago from one watched last week. Without ``user_streams_dt`` in the batch the keys are the
+plain embeddings.
+
 ``position_feature=True`` (seed 004's other answer to position bias, beside Biasnet): the slot's
 embedding :math:`\mathbf{P}_k` is one more part of :math:`x` in training, and the zero row (slot
 "unknown") at serving and in every debiased output — the model learns relevance *given* the slot
@@ -81,6 +89,13 @@ from .sequence import LiveStreamTransformer
 from .target_attention import TargetAttention
 
 TASKS = ("ctr", "cvr", "stay")
+GAP_BUCKETS = 16                # time_gaps: log2 buckets of minutes, 1 .. 16 (0 = padding)
+
+
+def gap_bucket(dt: Tensor) -> Tensor:
+    """Seconds ``[...]`` → bucket ``1 + min(15, floor(log2(1 + dt / 60)))`` (long ``[...]``)."""
+    b = torch.floor(torch.log2(1.0 + dt.clamp(min=0).to(torch.float32) / 60.0))
+    return (1 + b.clamp(max=GAP_BUCKETS - 1)).long()
 OUTPUT_KEYS = {"ctr": "ctr_logit", "cvr": "cvr_logit", "stay": "stay"}
 HEADS = ("mmoe", "shared_bottom")
 PROB_EPS = 1e-7                 # ESMM: pCTCVR clamped to [eps, 1 - eps] before the log
@@ -119,6 +134,7 @@ class RankerConfig:
     dropout: float = 0.0          # off by default: CPU bernoulli masks cost ~20 % of a step; early stopping + weight decay regularise
     tasks: tuple = ("ctr", "cvr", "stay")   # a subset in this order; "ctr" always present
     position_feature: bool = False          # the slot as an input in training, zeroed at serving (seed 004)
+    time_gaps: bool = False                 # log-bucketed time since each recent stream, on DIN's keys (seed 001)
 
     def __post_init__(self):
         self.tasks = tuple(self.tasks)
@@ -193,9 +209,12 @@ class Ranker(nn.Module):
                                                   causal=c.causal, time_encoding=c.time_encoding)
             in_dim += self.sequence.out_dim
         self.target_attention = None
+        self.gap_emb = None
         if c.use_target_attention:
             self.target_attention = TargetAttention(d)
             in_dim += 2 * d                                                  # v, s ⊙ v
+            if c.time_gaps:
+                self.gap_emb = nn.Embedding(GAP_BUCKETS + 1, d, padding_idx=0)   # row 0: no gap known
         self.position_emb = None
         if c.position_feature:
             self.position_emb = nn.Embedding(c.n_positions, d, padding_idx=0)          # row 0: no slot (serving)
@@ -216,7 +235,7 @@ class Ranker(nn.Module):
         # N(0, 1/d): id vectors of about unit norm, so no input part dominates the concatenation.
         std = 1.0 / math.sqrt(self.config.d_model)
         for emb in (self.user_emb, self.stream_emb, self.item_emb, self.category_emb, self.leaf_emb,
-                    self.position_emb):
+                    self.position_emb, self.gap_emb):
             if emb is not None:
                 _init_embedding(emb, std)
         for m in (self.dense_proj, self.m2v_user, self.m2v_stream, self.sequence, self.target_attention,
@@ -290,7 +309,11 @@ class Ranker(nn.Module):
         if self.target_attention is not None:
             ids = batch.get("user_streams")
             if ids is not None:
-                v = self.target_attention(stream, self.stream_emb(ids), ids > 0)    # [B, d]
+                keys = self.stream_emb(ids)                                          # [B, Ls, d]
+                dt = batch.get("user_streams_dt")
+                if self.gap_emb is not None and dt is not None:
+                    keys = keys + self.gap_emb(gap_bucket(dt) * (ids > 0))           # [B, Ls, d]
+                v = self.target_attention(stream, keys, ids > 0)                     # [B, d]
             else:
                 v = zeros
             parts += [v, stream * v]                                                 # [B, d] x 2

@@ -54,6 +54,31 @@ def test_transform_shapes_padding_and_normalisation():
     assert x["category"].tolist()[:2] == inp.categories.index([1, 2]).tolist()
 
 
+def test_time_gaps_of_the_recent_streams_in_training_and_serving_frames():
+    """user_streams_dt: seconds from each recent stream's time to the row's instant — ``ts`` in a
+    training frame, ``as_of`` on the request path (feature_repo.online.assemble_columns) — truncated
+    like the id list, 0 where padded; absent without recent_stream_ts."""
+    from feature_repo.columns import Columns
+    f = _frame()
+    t0 = pd.Timestamp("2026-01-01T12:00:00Z")
+    f["ts"] = [t0 + pd.Timedelta(seconds=s) for s in range(6)]
+    base = int(t0.timestamp())
+    f["recent_stream_ts"] = [[base - 60], [], None, [base - 10, base - 3600], [base - 86400], [base + 100]]
+    inp = RankerInputs.fit(f, ["a", "b"], lengths={"user_streams": 1})
+    x = inp.transform(f)
+    assert x["user_streams_dt"].shape == (6, 1) and x["user_streams_dt"].dtype == np.float32
+    assert x["user_streams_dt"][:, 0].tolist() == [60.0, 0.0, 0.0, 13.0, 86404.0, 0.0]   # truncated to 1; future -> 0
+    assert "user_streams_dt" not in inp.transform(f.drop(columns=["recent_stream_ts"]))
+    # the request path: one instant for every row, the user's list shared by the candidates
+    shared = [base - 120, base - 7200]
+    cols = Columns({"user_id": np.full(3, 10), "stream_id": np.array([100, 101, 102]), "category": np.ones(3, int),
+                    "a": np.zeros(3), "b": np.zeros(3), "recent_stream_ts": np.array([shared] * 3 + [None], dtype=object)[:3],
+                    "recent_streams": np.array([[101, 100]] * 3 + [None], dtype=object)[:3],
+                    "as_of": np.full(3, float(base))}, 3)
+    inp2 = RankerInputs.fit(f, ["a", "b"])
+    assert inp2.transform(cols, with_position=False)["user_streams_dt"][:, :3].tolist() == [[120.0, 7200.0, 0.0]] * 3
+
+
 def test_save_load_round_trip(tmp_path):
     f = _frame()
     inp = RankerInputs.fit(f, ["a", "b"])

@@ -136,6 +136,26 @@ def test_position_feature_only_in_training_and_the_validation_loss():
     assert RankerConfig.from_dict(json.loads(json.dumps(model.config.to_dict()))).position_feature
 
 
+def test_time_gaps_on_the_target_attention_keys():
+    """time_gaps: the keys of DIN carry a log bucket of the time since each recent stream — the
+    output moves with the gaps, padding keys stay zero, and without gaps the keys are plain."""
+    from ranking.model.ranker import gap_bucket
+    assert gap_bucket(torch.tensor([0.0, 59.0, 60.0, 3600.0, 86400.0, 1e9])).tolist() == [1, 1, 2, 6, 11, 16]
+    model = _model(full_config(time_gaps=True)).eval()
+    batch = make_batch()
+    batch["user_streams_dt"] = torch.rand(12, LENGTHS["user_streams"]) * 1e6
+    a = model(batch)["ctr_logit"]
+    b = model(dict(batch, user_streams_dt=batch["user_streams_dt"] * 0 + 30.0))["ctr_logit"]
+    assert not torch.allclose(a, b)
+    assert torch.equal(a[:1], b[:1])                    # row 0 has no history: nothing to move
+    plain = _model(full_config(time_gaps=False)).eval()
+    no_dt = {k: v for k, v in batch.items() if k != "user_streams_dt"}
+    assert torch.equal(plain(batch)["ctr_logit"], plain(no_dt)["ctr_logit"])   # the option off: gaps unused
+    model.train()
+    model.losses(model(batch), make_labels())["ctr"].backward()
+    assert model.gap_emb.weight.grad[1:].abs().sum() > 0 and model.gap_emb.weight.grad[0].abs().sum() == 0
+
+
 def test_minimal_config_forward_losses_backward():
     model = _model(minimal_config()).train()
     batch = {k: make_batch()[k] for k in ("user_id", "stream_id", "category", "dense", "position")}
