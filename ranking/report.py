@@ -85,7 +85,13 @@ def run(source: str, *, path: Optional[str] = None, split_slot: int = 4000, sim_
                 calib = _calibration(task, o)
         _save_raw(raw, source, rows)
     plots = _plots(source, rows, curves, calib, out.parent)
-    md = _merge_markdown(out, source, section(source, rows, plots, out.parent, seeds, task_info(task, source)))
+    extra = (f" --path {path} --split-slot {split_slot}" if source == "twitch" else "") + \
+        (f" --epochs {epochs}" if epochs != EPOCHS else "") + \
+        (f" --max-train-rows {max_train_rows}" if source == "twitch" and max_train_rows != 100_000 else "") + \
+        (f" --sim-seed {sim_seed} --sim-days {sim_days:g}" if source == "simulator" and (sim_seed, sim_days) != (1, 7) else "") + \
+        (f" --ablations {','.join(ablations)}" if ablations != ABLATIONS[source] else "")
+    md = _merge_markdown(out, source, section(source, rows, plots, out.parent, seeds, task_info(task, source) +
+                                              f", {epochs} epochs at most", extra))
     log.info("report %s: %d results in %.0fs -> %s", source, len(rows), time.perf_counter() - t0, md)
     return {"rows": rows, "markdown": str(md), "plots": [str(p) for p in plots]}
 
@@ -196,13 +202,13 @@ def _cell(s) -> str:
     return "–" if s is None else f"{s[0]:.4f} ± {s[1]:.4f}"
 
 
-def section(source: str, rows: list, plots: list, folder: Path, seeds, info: str) -> str:
+def section(source: str, rows: list, plots: list, folder: Path, seeds, info: str, extra_args: str = "") -> str:
     """The markdown section of one task: versions (with the step from the previous one) and ablations."""
     metrics = [m for m in HEADLINE[source] if any(r.get(m) is not None for r in rows)]
     lines = [f"<!-- evolution:{source} -->", f"## {source}", "",
              f"{info}; seeds {', '.join(map(str, seeds))}; mean ± std over seeds. Reproduce: "
-             f"`streamrank report --source {source}{' --path PATH' if source == 'twitch' else ''} "
-             f"--seeds {','.join(map(str, seeds))}`.", "",
+             f"`streamrank report --source {source} "
+             f"{extra_args.strip()} --seeds {','.join(map(str, seeds))}`.".replace("  ", " "), "",
              "| version | what it adds | " + " | ".join(metrics) + " | step in " + metrics[0] + " |",
              "|---|---|" + "---|" * (len(metrics) + 1)]
     prev = None

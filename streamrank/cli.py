@@ -327,7 +327,8 @@ def cmd_report(args) -> int:
     ablations = None if args.ablations is None else [a for a in args.ablations.split(",") if a]
     try:
         res = run(args.source, path=args.path, split_slot=args.split_slot, sim_seed=args.sim_seed,
-                  sim_days=args.sim_days, seeds=seeds, ablations=ablations, out=args.out, epochs=args.epochs)
+                  sim_days=args.sim_days, seeds=seeds, ablations=ablations, out=args.out, epochs=args.epochs,
+                  max_train_rows=args.max_train_rows)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     print(json.dumps({"markdown": res["markdown"], "plots": res["plots"], "results": len(res["rows"])}))
@@ -560,7 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sim-days", type=float, default=7)
     s.add_argument("--seeds", default="0,1,2")
     s.add_argument("--ablations", help="comma-separated ranking.versions.OURS names (default: the task's list)")
-    s.add_argument("--epochs", type=int)
+    s.add_argument("--epochs", type=int, help="training epochs at most (early stopping); default: the harness's 4")
+    s.add_argument("--max-train-rows", type=int, default=100_000, help="twitch: train candidate rows (subsampled)")
     s.add_argument("--out", default="docs/evolution.md")
     s.set_defaults(func=cmd_report)
 
