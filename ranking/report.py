@@ -160,11 +160,7 @@ def _plots(source: str, rows: list, curves: dict, calib: Optional[dict], folder:
         ax.set_xticks(range(len(VERSIONS)), [v for v, _, _ in VERSIONS])
         ax.set_ylabel(f"{metric} (mean ± std over seeds)")
         ax.set_title(f"{source}: {metric} by version")
-        fig.tight_layout()
-        p = folder / f"evolution_{source}_{metric.replace('@', '_at_')}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        made.append(p)
+        made.append(_save(plt, fig, folder / f"evolution_{source}_{metric.replace('@', '_at_')}.png"))
     if curves:
         fig, ax = plt.subplots(figsize=(5.5, 3.4))
         for m, pts in curves.items():
@@ -176,11 +172,7 @@ def _plots(source: str, rows: list, curves: dict, calib: Optional[dict], folder:
         ax.set_ylabel("weighted loss")
         ax.set_title(f"{source}: training curves (seed 0)")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        p = folder / f"evolution_{source}_loss.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        made.append(p)
+        made.append(_save(plt, fig, folder / f"evolution_{source}_loss.png"))
     if calib:
         fig, ax = plt.subplots(figsize=(4, 4))
         ax.plot(calib["pred"], calib["obs"], "o-", label="V4, test deciles")
@@ -190,12 +182,15 @@ def _plots(source: str, rows: list, curves: dict, calib: Optional[dict], folder:
         ax.set_ylabel(calib["target"])
         ax.set_title(f"{source}: calibration")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = folder / f"evolution_{source}_calibration.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        made.append(p)
+        made.append(_save(plt, fig, folder / f"evolution_{source}_calibration.png"))
     return made
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _cell(s) -> str:
