@@ -3,8 +3,10 @@
 :func:`fit` trains a :class:`ranking.model.ranker.Ranker` on numpy batches built by
 :meth:`ranking.dataset.RankerInputs.transform` (+ :func:`ranking.dataset.labels`):
 
-- loss = Σ_t w_t L_t with fixed weights (``TrainConfig.loss_weights``) or learned uncertainty
-  weighting (Kendall et al. 2018; ``loss_weights="uncertainty"``); L_ctr includes Biasnet's
+- loss = Σ_t w_t L_t with fixed weights (``TrainConfig.loss_weights``), learned uncertainty
+  weighting (Kendall et al. 2018; ``loss_weights="uncertainty"``) or Dynamic Weight Average
+  (Liu et al., CVPR 2019; ``loss_weights="dwa"``: :func:`dwa_weights`, per epoch from the tasks'
+  last two train losses; early stopping keeps comparing the fixed default weights); L_ctr includes Biasnet's
   logit (training only), L_cvr is ESMM's pCTCVR loss on all impressions, L_stay the log1p-seconds
   MSE on clicked impressions (see ``Ranker.losses``);
 - AdamW (decoupled weight decay), mini-batches in a seeded random order;
@@ -59,6 +61,7 @@ class TrainConfig:
     patience: int = 2                      # epochs without a better validation loss before stopping
     early_stop_on: str = "total"           # validation loss that picks the epoch: "total" or a task name
     loss_weights: Union[dict, str] = field(default_factory=lambda: {"ctr": 1.0, "cvr": 1.0, "stay": 0.2})
+    dwa_temperature: float = 2.0           # loss_weights="dwa": the softmax temperature T
     seed: int = 0
     threads: Optional[int] = None          # torch threads (None: leave as is)
     max_train_rows: Optional[int] = None   # subsample the train rows (seeded), None = all
@@ -72,6 +75,21 @@ class TrainConfig:
 
 
 
+
+
+DEFAULT_LOSS_WEIGHTS = {"ctr": 1.0, "cvr": 1.0, "stay": 0.2}
+
+
+def dwa_weights(epochs: list, tasks, temperature: float, base: dict) -> dict:
+    """Dynamic Weight Average: w_k = base_k · K · softmax_k(r_k / T), r_k = L_k(t−1) / L_k(t−2) —
+    a task whose loss fell less in the last epoch gets more weight. The base weights until two
+    epochs exist."""
+    if len(epochs) < 2:
+        return dict(base)
+    r = np.array([epochs[-1]["train"][t] / max(epochs[-2]["train"][t], 1e-12) for t in tasks])
+    e = np.exp((r - r.max()) / temperature)
+    soft = len(tasks) * e / e.sum()
+    return {t: float(base.get(t, 1.0) * w) for t, w in zip(tasks, soft)}
 
 
 def _weighted(losses: dict, weights, uncertainty):
@@ -139,7 +157,10 @@ def fit(model, train: dict, train_labels: dict, valid: Optional[dict] = None, va
         rows_all = np.sort(rng.choice(n, size=int(cfg.max_train_rows), replace=False))
     tasks = list(model.config.tasks)
     uncertainty = UncertaintyWeighting(tasks) if cfg.loss_weights == "uncertainty" else None
-    weights = {} if uncertainty is not None else dict(cfg.loss_weights)
+    dwa = cfg.loss_weights == "dwa"
+    if isinstance(cfg.loss_weights, str) and cfg.loss_weights not in ("uncertainty", "dwa"):
+        raise ValueError(f"loss_weights must be a dict, 'uncertainty' or 'dwa', got {cfg.loss_weights!r}")
+    weights = {} if uncertainty is not None else (dict(DEFAULT_LOSS_WEIGHTS) if dwa else dict(cfg.loss_weights))
     opt = make_optimizer(model, cfg, extra=list(uncertainty.parameters()) if uncertainty is not None else ())
     history = {"epochs": [], "best_epoch": None, "tasks": tasks}
     best, best_state, bad = math.inf, None, 0
@@ -160,13 +181,14 @@ def fit(model, train: dict, train_labels: dict, valid: Optional[dict] = None, va
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=len(order), desc=f"epoch {epoch}", unit="rows", leave=False, mininterval=1.0)
+        train_w = dwa_weights(history["epochs"], tasks, cfg.dwa_temperature, weights) if dwa else weights
         for lo in steps:
             idx = order[lo:lo + cfg.batch_size]
             xb, yb = to_tensors(train, idx), to_tensors(train_labels, idx)
             out = model(xb)
             wb = None if row_weights is None else torch.from_numpy(row_weights[idx])
             losses = model.losses(out, yb, weights=wb)
-            loss = _weighted(losses, weights, uncertainty)
+            loss = _weighted(losses, train_w, uncertainty)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -184,6 +206,8 @@ def fit(model, train: dict, train_labels: dict, valid: Optional[dict] = None, va
                "train": {t: v / max(count, 1) for t, v in sums.items()}}
         if has_valid:
             rec["valid"] = validation_loss(model, valid, valid_labels, weights, uncertainty, cfg.eval_batch_size)
+        if dwa:
+            rec["dwa_weights"] = train_w
         if uncertainty is not None:
             rec["log_vars"] = {t: float(v) for t, v in zip(tasks, uncertainty.log_vars.detach())}
         history["epochs"].append(rec)

@@ -58,6 +58,10 @@ OURS = {
     # seed 000's DCN-mix on the concatenated dense + embedded inputs (off in the default)
     # seed 001's time-difference encoding: the time since each recent stream on DIN's keys
     "full_time_gaps": {"use_transformer": True, "use_target_attention": True, "m2v": True, "time_gaps": True},
+    # the task weights learned (Kendall et al. 2018) or set per epoch by DWA (Liu et al. 2019) instead of fixed
+    "full_uncertainty": {"use_transformer": True, "use_target_attention": True, "m2v": True,
+                         "train": {"loss_weights": "uncertainty"}},
+    "full_dwa": {"use_transformer": True, "use_target_attention": True, "m2v": True, "train": {"loss_weights": "dwa"}},
     "full_dcn": {"use_transformer": True, "use_target_attention": True, "m2v": True, "use_cross": True},
     "full_no_refit": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                       "train": {"refit_biasnet": False}},

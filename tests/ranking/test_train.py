@@ -230,6 +230,28 @@ def test_a_given_position_curve_is_the_fixed_biasnet(world):
         train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides=over, train_config=cfg, position_curve=[0.0, 1])
 
 
+def test_dynamic_weight_average(world):
+    """loss_weights="dwa": epoch 1 (and 2) train with the base weights, later epochs with
+    base · K · softmax(L(t-1)/L(t-2) / T); a task whose loss stalls gains weight."""
+    from ranking.train import DEFAULT_LOSS_WEIGHTS, dwa_weights
+    eps = [{"train": {"ctr": 1.0, "cvr": 1.0}}, {"train": {"ctr": 0.5, "cvr": 1.0}}]
+    w = dwa_weights(eps, ["ctr", "cvr"], 2.0, {"ctr": 1.0, "cvr": 1.0})
+    e = np.exp(np.array([0.5, 1.0]) / 2.0)
+    assert [w["ctr"], w["cvr"]] == pytest.approx((2 * e / e.sum()).tolist())
+    assert w["cvr"] > w["ctr"]                                   # the stalled task gains weight
+    assert dwa_weights(eps[:1], ["ctr", "cvr"], 2.0, {"ctr": 1.0, "cvr": 0.5}) == {"ctr": 1.0, "cvr": 0.5}
+    fit, stop, _, _ = world
+    cfg = TrainConfig(epochs=3, batch_size=512, lr=5e-3, seed=0, threads=1, loss_weights="dwa", patience=5)
+    _, _, hist = train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides=SMALL, train_config=cfg)
+    ws = [e["dwa_weights"] for e in hist["epochs"]]
+    tasks = hist["tasks"]
+    assert ws[0] == {t: DEFAULT_LOSS_WEIGHTS[t] for t in tasks} == ws[1]
+    assert ws[2] != ws[1] and sum(ws[2][t] / DEFAULT_LOSS_WEIGHTS[t] for t in tasks) == pytest.approx(len(tasks))
+    with pytest.raises(ValueError, match="loss_weights"):
+        train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides=SMALL,
+                        train_config=replace(cfg, loss_weights="nope"))
+
+
 def test_slot_ips_weights_the_clicks_of_deep_slots(world):
     """TrainConfig.slot_ips: no Biasnet, each clicked row's loss weighted by 1 / examination(slot):
     the debiased click rate comes out higher than the unweighted model's (the clicks the deep slots
