@@ -62,6 +62,8 @@ OURS = {
     "full_uncertainty": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                          "train": {"loss_weights": "uncertainty"}},
     "full_dwa": {"use_transformer": True, "use_target_attention": True, "m2v": True, "train": {"loss_weights": "dwa"}},
+    # seed 000's BST: a transformer over [recent streams; candidate] in DIN's place
+    "full_bst": {"use_transformer": True, "use_target_attention": True, "m2v": True, "user_sequence": "bst"},
     "full_dcn": {"use_transformer": True, "use_target_attention": True, "m2v": True, "use_cross": True},
     "full_no_refit": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                       "train": {"refit_biasnet": False}},

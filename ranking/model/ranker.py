@@ -83,6 +83,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .biasnet import BiasNet
+from .bst import BehaviorSequenceTransformer
 from .cross import CrossNetMix
 from .mmoe import MMoE, SharedBottom
 from .sequence import LiveStreamTransformer
@@ -98,6 +99,7 @@ def gap_bucket(dt: Tensor) -> Tensor:
     return (1 + b.clamp(max=GAP_BUCKETS - 1)).long()
 OUTPUT_KEYS = {"ctr": "ctr_logit", "cvr": "cvr_logit", "stay": "stay"}
 HEADS = ("mmoe", "shared_bottom")
+USER_SEQUENCE_BLOCKS = ("din", "bst")
 PROB_EPS = 1e-7                 # ESMM: pCTCVR clamped to [eps, 1 - eps] before the log
 CORE_TYPE, RT_TYPE, USER_TYPE = 1, 2, 3   # LiveStreamTransformer token types (0 = target)
 
@@ -135,6 +137,7 @@ class RankerConfig:
     tasks: tuple = ("ctr", "cvr", "stay")   # a subset in this order; "ctr" always present
     position_feature: bool = False          # the slot as an input in training, zeroed at serving (seed 004)
     time_gaps: bool = False                 # log-bucketed time since each recent stream, on DIN's keys (seed 001)
+    user_sequence: str = "din"              # the block over the user's recent streams: "din" or "bst" (seed 000)
 
     def __post_init__(self):
         self.tasks = tuple(self.tasks)
@@ -145,9 +148,11 @@ class RankerConfig:
             raise ValueError(f"bias_form must be one of {BiasNet.FORMS}, got {self.bias_form!r}")
         if self.bias_shape not in BiasNet.SHAPES:
             raise ValueError(f"bias_shape must be one of {BiasNet.SHAPES}, got {self.bias_shape!r}")
+        if self.user_sequence not in USER_SEQUENCE_BLOCKS:
+            raise ValueError(f"user_sequence must be one of {USER_SEQUENCE_BLOCKS}, got {self.user_sequence!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
-        if self.use_transformer and self.d_model % self.n_heads:
+        if (self.use_transformer or self.user_sequence == "bst") and self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
 
     def to_dict(self) -> dict:
@@ -211,7 +216,9 @@ class Ranker(nn.Module):
         self.target_attention = None
         self.gap_emb = None
         if c.use_target_attention:
-            self.target_attention = TargetAttention(d)
+            # DIN's target attention, or BST's transformer over [recent streams; candidate]: same shapes
+            self.target_attention = TargetAttention(d) if c.user_sequence == "din" else \
+                BehaviorSequenceTransformer(d, max_len=64, n_heads=c.n_heads, dropout=c.dropout)
             in_dim += 2 * d                                                  # v, s ⊙ v
             if c.time_gaps:
                 self.gap_emb = nn.Embedding(GAP_BUCKETS + 1, d, padding_idx=0)   # row 0: no gap known

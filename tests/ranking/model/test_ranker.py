@@ -156,6 +156,23 @@ def test_time_gaps_on_the_target_attention_keys():
     assert model.gap_emb.weight.grad[1:].abs().sum() > 0 and model.gap_emb.weight.grad[0].abs().sum() == 0
 
 
+def test_bst_user_sequence_forward_and_candidate_cache():
+    """user_sequence="bst": BST over the user's streams in DIN's place; the candidate cache gives
+    the same outputs; an unknown block name is refused."""
+    model = _model(full_config(user_sequence="bst")).eval()
+    batch = make_batch()
+    ref = model(batch)
+    assert all(torch.isfinite(v).all() for v in ref.values())
+    cand = model.encode_candidates(batch)
+    got = model(batch, cand=cand, cand_index=torch.arange(12))
+    torch.testing.assert_close(got["ctr_logit"], ref["ctr_logit"])
+    model.train()
+    model.losses(model(batch), make_labels())["ctr"].backward()
+    assert sum(p.grad.abs().sum() for n, p in model.named_parameters() if n.startswith("target_attention")) > 0
+    with pytest.raises(ValueError, match="user_sequence"):
+        full_config(user_sequence="gru")
+
+
 def test_minimal_config_forward_losses_backward():
     model = _model(minimal_config()).train()
     batch = {k: make_batch()[k] for k in ("user_id", "stream_id", "category", "dense", "position")}
