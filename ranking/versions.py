@@ -64,6 +64,9 @@ OURS = {
     "full_dwa": {"use_transformer": True, "use_target_attention": True, "m2v": True, "train": {"loss_weights": "dwa"}},
     # seed 000's BST: a transformer over [recent streams; candidate] in DIN's place
     "full_bst": {"use_transformer": True, "use_target_attention": True, "m2v": True, "user_sequence": "bst"},
+    # seed 004's per-position click towers (slot 1's at serving), no Biasnet
+    "full_position_towers": {"use_transformer": True, "use_target_attention": True, "m2v": True,
+                             "use_biasnet": False, "position_towers": 10},
     "full_dcn": {"use_transformer": True, "use_target_attention": True, "m2v": True, "use_cross": True},
     "full_no_refit": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                       "train": {"refit_biasnet": False}},
@@ -73,7 +76,7 @@ OURS = {
 EPOCHS = 4
 BATCH = 1024
 SIMULATOR_ONLY = ("full_no_biasnet", "full_pal", "full_mlp_biasnet", "full_harvested", "full_no_refit",
-                  "full_randomised", "full_slot_ips", "full_position_feature")  # Biasnet variants
+                  "full_randomised", "full_slot_ips", "full_position_feature", "full_position_towers")  # Biasnet variants
 THREADS = 1               # one process per task: 2 tasks use the 2 cores better than 2 threads each
 
 

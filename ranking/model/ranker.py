@@ -65,6 +65,11 @@ bucket (a minute ago, an hour ago, ... a month ago): the attention can tell a st
 minute ago from one watched last week. Without ``user_streams_dt`` in the batch the keys are the
 plain embeddings.
 
+``position_towers=K`` (seed 004's per-position towers): the click tower of slot k (k < K; slots
+≥ K share the last) is trained on the rows shown at slot k only; the slot-1 tower is the
+``ctr`` tower, and serving and every debiased output use it — the click rate *had the stream been
+at the top*.
+
 ``position_feature=True`` (seed 004's other answer to position bias, beside Biasnet): the slot's
 embedding :math:`\mathbf{P}_k` is one more part of :math:`x` in training, and the zero row (slot
 "unknown") at serving and in every debiased output — the model learns relevance *given* the slot
@@ -138,6 +143,7 @@ class RankerConfig:
     position_feature: bool = False          # the slot as an input in training, zeroed at serving (seed 004)
     time_gaps: bool = False                 # log-bucketed time since each recent stream, on DIN's keys (seed 001)
     user_sequence: str = "din"              # the block over the user's recent streams: "din" or "bst" (seed 000)
+    position_towers: int = 0                # K > 1: a click tower per slot 1..K in training, slot 1's at serving (seed 004)
 
     def __post_init__(self):
         self.tasks = tuple(self.tasks)
@@ -150,6 +156,8 @@ class RankerConfig:
             raise ValueError(f"bias_shape must be one of {BiasNet.SHAPES}, got {self.bias_shape!r}")
         if self.user_sequence not in USER_SEQUENCE_BLOCKS:
             raise ValueError(f"user_sequence must be one of {USER_SEQUENCE_BLOCKS}, got {self.user_sequence!r}")
+        if self.position_towers < 0 or self.position_towers == 1:
+            raise ValueError(f"position_towers must be 0 (off) or >= 2, got {self.position_towers}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if (self.use_transformer or self.user_sequence == "bst") and self.d_model % self.n_heads:
@@ -236,6 +244,10 @@ class Ranker(nn.Module):
         self.towers = nn.ModuleDict({t: nn.Sequential(nn.Linear(c.expert_dim, c.tower_dim), nn.ReLU(),
                                                       nn.Linear(c.tower_dim, 1)) for t in c.tasks})
         self.biasnet = BiasNet(c.n_positions, c.n_pages, form=c.bias_form, shape=c.bias_shape) if c.use_biasnet else None
+        # slots 2..K's click towers (slot 1's is towers["ctr"])
+        self.slot_towers = nn.ModuleList(nn.Sequential(nn.Linear(c.expert_dim, c.tower_dim), nn.ReLU(),
+                                                       nn.Linear(c.tower_dim, 1))
+                                         for _ in range(max(c.position_towers - 1, 0)))
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -249,7 +261,7 @@ class Ranker(nn.Module):
                   self.cross, self.head, self.biasnet):
             if m is not None:
                 m.reset_parameters()
-        for tower in self.towers.values():
+        for tower in [*self.towers.values(), *self.slot_towers]:
             for layer in tower:
                 if isinstance(layer, nn.Linear):
                     layer.reset_parameters()
@@ -340,6 +352,13 @@ class Ranker(nn.Module):
         task_inputs = self.head(x)                                                   # K x [B, expert_dim]
         out = {OUTPUT_KEYS[t]: self.towers[t](h_t).squeeze(-1)                       # [B]
                for t, h_t in zip(self.config.tasks, task_inputs)}
+        pos = batch.get("position")
+        if len(self.slot_towers) and pos is not None and (self.training or with_position):
+            # each row's click logit from its own slot's tower (unknown slot 0: slot 1's)
+            h = task_inputs[0]
+            logits = torch.stack([out["ctr_logit"]] + [t(h).squeeze(-1) for t in self.slot_towers], 1)  # [B, K]
+            k = (pos.clamp(1, logits.shape[1]) - 1).long()
+            out["ctr_logit"] = logits.gather(1, k.unsqueeze(1)).squeeze(1)             # [B]
         if self.biasnet is not None and "position" in batch and (self.training or with_bias):
             out["bias_logit"] = self.biasnet(batch["position"], batch.get("page"))   # [B]
         return out

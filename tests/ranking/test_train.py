@@ -89,11 +89,13 @@ def test_scorer_parity_without_biasnet(world, trained):
     np.testing.assert_allclose(s, fuse(got, scorer.fusion["default"]), atol=1e-9)
 
 
-def test_position_feature_serving_parity(world, tmp_path):
-    """A ranker with the slot as an input (position_feature): the scorer serves its no-slot output,
-    whatever position the frame carries, also after a save / load."""
+@pytest.mark.parametrize("option", [{"position_feature": True}, {"position_towers": 4}])
+def test_position_options_serving_parity(world, tmp_path, option):
+    """A ranker with the slot as an input (position_feature) or a click tower per slot
+    (position_towers): the scorer serves its no-slot output, whatever position the frame carries,
+    also after a save / load."""
     fit, stop, test, _ = world
-    over = {**SMALL, "use_biasnet": False, "position_feature": True}
+    over = {**SMALL, "use_biasnet": False, **option}
     model, inputs, _ = train_on_frames(fit, stop, ["taste", "quality"], ranker_overrides=over,
                                        train_config=TrainConfig(epochs=1, batch_size=512, seed=0, threads=1))
     with torch.no_grad():

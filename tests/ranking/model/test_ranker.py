@@ -173,6 +173,31 @@ def test_bst_user_sequence_forward_and_candidate_cache():
         full_config(user_sequence="gru")
 
 
+def test_position_towers_train_per_slot_and_serve_slot_one():
+    """position_towers=K: in training each row's click logit comes from its slot's tower (unknown
+    slot or slot 1: the ctr tower; slots >= K: the last), at serving always from the ctr tower."""
+    model = _model(full_config(position_towers=3, use_biasnet=False))
+    batch = make_batch()
+    batch["position"] = torch.tensor([0, 1, 2, 3, 4, 9, 1, 2, 3, 1, 2, 3])
+    model.eval()
+    serve = model(batch)["ctr_logit"]
+    trained_form = model(batch, with_position=True)["ctr_logit"]
+    at_top = batch["position"] <= 1
+    torch.testing.assert_close(trained_form[at_top], serve[at_top])
+    assert not torch.allclose(trained_form[~at_top], serve[~at_top])
+    three = model(dict(batch, position=torch.full((12,), 3)), with_position=True)["ctr_logit"]
+    torch.testing.assert_close(trained_form[batch["position"] >= 3], three[batch["position"] >= 3])
+    # a row's loss reaches only its slot's tower
+    model.train()
+    only_slot2 = {k: (v[2:3] if v.dim() else v) for k, v in batch.items()}
+    model.losses(model(only_slot2), {k: v[2:3] for k, v in make_labels().items()})["ctr"].backward()
+    assert model.slot_towers[0][0].weight.grad.abs().sum() > 0                     # slot 2's tower
+    assert model.slot_towers[1][0].weight.grad is None or model.slot_towers[1][0].weight.grad.abs().sum() == 0
+    assert model.towers["ctr"][0].weight.grad is None or model.towers["ctr"][0].weight.grad.abs().sum() == 0
+    with pytest.raises(ValueError, match="position_towers"):
+        full_config(position_towers=1)
+
+
 def test_minimal_config_forward_losses_backward():
     model = _model(minimal_config()).train()
     batch = {k: make_batch()[k] for k in ("user_id", "stream_id", "category", "dense", "position")}
