@@ -86,13 +86,10 @@ class ScoreValue:
 
 def category_codes(categories) -> np.ndarray:
     """int64 codes; None / NaN / negative -> -1 (exempt from the constraints)."""
-    out = np.empty(len(categories), np.int64)
-    for i, c in enumerate(categories):
-        try:
-            v = int(c)
-        except (TypeError, ValueError):
-            v = -1
-        out[i] = v if v >= 0 else -1
+    import pandas as pd
+    # vectorised (the request path passes up to 1,000 candidates): non-numbers -> NaN -> -1
+    v = pd.to_numeric(pd.Series(list(categories), dtype=object), errors="coerce").to_numpy(dtype=float)
+    out = np.where(np.isfinite(v) & (v >= 0), np.trunc(np.nan_to_num(v, nan=-1.0)), -1).astype(np.int64)
     return out
 
 
@@ -176,9 +173,11 @@ def rerank(scores: np.ndarray, categories, k: int, cfg: RerankConfig,
         beams_seq = np.concatenate([beams_seq[parents], chosen[:, None]], axis=1)
         state = value.advance(state, parents, chosen, slot)
     seq = cand[beams_seq[0]]
-    placed = set(fixed.tolist()) | set(seq.tolist())
-    rest = [i for i in order if i not in placed][:size - len(fixed) - len(seq)]
-    page = np.concatenate([fixed, seq, np.asarray(rest, dtype=np.int64)]).astype(np.int64)
+    free = np.ones(len(scores), bool)                     # the rest of the page: the ranker's order
+    free[fixed] = False
+    free[seq] = False
+    rest = order[free[order]][:size - len(fixed) - len(seq)]
+    page = np.concatenate([fixed, seq, rest]).astype(np.int64)
     return Reranked(page, relaxed, float(beams_total[0]))
 
 
