@@ -120,7 +120,7 @@ class Runtime:
             with self._lock:
                 if self._ranker is None:
                     from .scoring import ModelHolder, load_ranker
-                    self._ranker = ModelHolder(self.settings, "ranker", loader=load_ranker,
+                    self._ranker = ModelHolder(self.settings, "ranker", loader=load_ranker, companion="metapath2vec",
                                                check_s=self.config.get("MODEL_CHECK_S", 2.0))
         return self._ranker
 

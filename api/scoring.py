@@ -38,9 +38,13 @@ class LoadedModel:
     model: Any
     feature_cols: tuple
     loaded_at: float
+    companion: Optional[tuple] = None     # (version, path) of the companion model served with it
 
     def describe(self) -> dict:
-        return {"name": self.name, "version": self.version}
+        out = {"name": self.name, "version": self.version}
+        if self.companion is not None:      # the ranker's Metapath2vec vectors: the active graph version
+            out["graph_version"] = self.companion[0]
+        return out
 
     def predict(self, frame, page: Optional[str] = None) -> np.ndarray:
         # one thread per call: LightGBM's OpenMP team costs more than it saves on ~200 rows, and
@@ -55,14 +59,21 @@ class LoadedModel:
         return scores
 
 
-def load_ranker(path: str):
-    """The serving form of a ranker version (Biasnet removed; torch imported here, not at start-up)."""
+def load_ranker(path: str, graph: Optional[dict] = None):
+    """The serving form of a ranker version (Biasnet removed; torch imported here, not at start-up).
+    ``graph``: the active Metapath2vec registry row — a ranker trained with graph vectors serves
+    that version's (each training row took the newest version trained before it: at "now", the
+    active one); without one it keeps the vectors saved with it."""
     import torch
     from ranking.scorer import RankerScorer
     # request threads score ~200 rows each: one intra-op thread per call is faster than a team
     # fighting over 2 cores, and keeps concurrent requests from oversubscribing
     torch.set_num_threads(1)
-    return RankerScorer.load(path)
+    graph_vectors = None
+    if graph is not None:
+        from graph.artifacts import Embeddings
+        graph_vectors = Embeddings.load(graph["artifact_path"])
+    return RankerScorer.load(path, graph_vectors=graph_vectors)
 
 
 def load_gbdt(path: str):
@@ -74,11 +85,15 @@ class ModelHolder:
     """The active model of ``name`` with registry polling and atomic hot swap."""
 
     def __init__(self, settings, name: str = "gbdt", *, check_s: float = 2.0,
-                 loader: Optional[Callable[[str], Any]] = None):
+                 loader: Optional[Callable[..., Any]] = None, companion: Optional[str] = None):
         self.settings = settings
         self.name = name
         self.check_s = float(check_s)
         self._loader = loader or load_gbdt
+        # a second registry name whose active version is loaded WITH this one (the ranker's graph
+        # vectors): a new companion version swaps the model like a new version of its own;
+        # loader(path, companion_row or None)
+        self.companion = companion
         self._current: Optional[LoadedModel] = None
         self._reason: str = f"no active {name!r} model in the registry"
         self._checked_at: Optional[float] = None
@@ -128,10 +143,20 @@ class ModelHolder:
             self._current = None
             self._reason = f"no active {self.name!r} model in the registry"
             return
-        key = (str(info["version"]), str(info["artifact_path"]))
+        comp_row = comp_key = None
+        if self.companion is not None:
+            try:
+                comp_row = active_model(self.settings.database_url, self.companion)
+            except Exception as exc:     # unreadable: keep what we have
+                log.warning("registry check of %s failed: %s", self.companion, exc)
+                if self._current is not None:
+                    return
+            if comp_row is not None:
+                comp_key = (str(comp_row["version"]), str(comp_row["artifact_path"]))
+        key = (str(info["version"]), str(info["artifact_path"]), comp_key)
         self._active_key = key
         cur = self._current
-        if cur is not None and (cur.version, cur.artifact_path) == key:
+        if cur is not None and (cur.version, cur.artifact_path, cur.companion) == key:
             return
         failed = self._failed.get(key)
         if failed is not None and time.monotonic() < failed[1]:
@@ -140,7 +165,7 @@ class ModelHolder:
             return
         t0 = time.perf_counter()
         try:
-            model = self._loader(key[1])
+            model = self._loader(key[1], comp_row) if self.companion is not None else self._loader(key[1])
             cols = tuple(getattr(model, "feature_cols", None) or ())
             from feature_repo.features import FEATURE_COLUMNS
             if not cols:
@@ -157,10 +182,12 @@ class ModelHolder:
                 self._reason = text
             return
         self._failed.pop(key, None)
-        self._current = LoadedModel(self.name, key[0], key[1], model, cols, time.time())   # atomic swap
+        self._current = LoadedModel(self.name, key[0], key[1], model, cols, time.time(), comp_key)   # atomic swap
         self.swaps += 1
         log.info("serving %s model version %s (loaded in %.0f ms)%s", self.name, key[0],
                  (time.perf_counter() - t0) * 1000, f", replacing {cur.version}" if cur else "")
+        if comp_key is not None:
+            log.info("%s %s serves %s version %s", self.name, key[0], self.companion, comp_key[0])
 
     @property
     def failing(self) -> Optional[str]:

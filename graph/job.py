@@ -32,7 +32,7 @@ def _config_key(config) -> str:
 
 def train_and_register_embeddings(settings, *, config=None, end: Optional[datetime] = None,
                                   window_days: Optional[float] = None, warm_start: bool = True,
-                                  gate: bool = True, holdout_frac: float = 0.1,
+                                  gate: bool = True, holdout_frac: float = 0.1, promote: bool = True,
                                   progress: bool = False) -> dict:
     r"""The graph job: train Metapath2vec embeddings on the event log and make them the active version.
 
@@ -51,12 +51,19 @@ def train_and_register_embeddings(settings, *, config=None, end: Optional[dateti
        loss, figures, ``trained_until``, ``holdout``, ``versus_active``, ``gate``) and promote
        when the gate passed.
 
+    ``promote=False`` (the ranker's back-fill of a version before its training rows,
+    ``ranking.graph_vectors``): registered with ``backfill: True``, never made active.
+
+    Warm start only from a version trained before ``end``: one that has seen later events would
+    carry them into a back-filled version (and into the ranker rows it feeds).
+
     Returns the registry row (``dict``: name, version, artifact_path, metrics, status,
     data_version, created_at) with ``"skipped": True`` when nothing was trained.
     """
     from store.ingest import data_version, load_catalog, load_events, training_key
     from store.jobs import job_run
-    from store.registry import active_model, already_trained, promote, register_model
+    from store.registry import active_model, already_trained, register_model
+    from store.registry import promote as make_active
 
     from .build import build_graph
     from .gate import GateResult, gate_embeddings
@@ -86,17 +93,24 @@ def train_and_register_embeddings(settings, *, config=None, end: Optional[dateti
         events = load_events(url, start=start, end=end, types=["watch", "click", "item_click", "purchase"])
         catalog = load_catalog(url)
         graph = build_graph(events, catalog)
+        import pandas as pd
         active = load_active(url)
         previous = active if warm_start else None
+        if previous is not None and end is not None:
+            seen = (active_model(url, MODEL_NAME) or {}).get("metrics", {}).get("trained_until")
+            if seen is not None and pd.Timestamp(seen) >= pd.Timestamp(end):
+                log.info("train_and_register_embeddings: active version saw events up to %s >= end %s; cold start",
+                         seen, end)
+                previous = None
         if previous is not None and previous.dim != config.dim:
             log.info("train_and_register_embeddings: active version has dim %d != %d; cold start",
                      previous.dim, config.dim)
             previous = None
-        if gate and active is not None:
+        if gate and active is not None and promote:
             verdict = gate_embeddings(events, catalog, config, active_model(url, MODEL_NAME), active,
                                       warm_start=previous, holdout_frac=holdout_frac)
         else:
-            verdict = GateResult(True, "gate off" if not gate else "no active version")
+            verdict = GateResult(True, "gate off" if not gate else ("back-fill" if not promote else "no active version"))
         log.info("train_and_register_embeddings: gate %s: %s", "passed" if verdict.passed else "FAILED", verdict.why)
         if verdict.passed:           # the served version is refit on everything (warm start: the candidate)
             emb = train_metapath2vec(graph, config, warm_start=verdict.candidate or previous)
@@ -115,15 +129,15 @@ def train_and_register_embeddings(settings, *, config=None, end: Optional[dateti
                    "walks_per_s": train.get("walks_per_s"), "untrained": train.get("untrained"),
                    "warm_start_from": emb.meta["warm_start_from"],
                    "trained_until": _newest(events), "gate": {"passed": verdict.passed, "why": verdict.why},
-                   **verdict.metrics, "seconds": round(time.perf_counter() - t0, 2)}
+                   "backfill": not promote, **verdict.metrics, "seconds": round(time.perf_counter() - t0, 2)}
         job.check()                   # the lease is still ours: publish
         row = register_model(url, MODEL_NAME, version, str(path), metrics=metrics, data_version=key)
-        if verdict.passed:
-            row = promote(url, MODEL_NAME, version)
+        if verdict.passed and promote:
+            row = make_active(url, MODEL_NAME, version)
         job.detail.update({"version": version, "artifact_path": str(path)})
         msg = (f"metapath2vec {version}: {graph.counts['num_edges']} edges, {sum(graph.num_nodes.values())} nodes, "
                f"{metrics['seconds']}s (warm start from {metrics['warm_start_from']}); "
-               f"{'promoted' if verdict.passed else 'NOT promoted'}: {verdict.why}")
+               f"{'promoted' if verdict.passed and promote else 'NOT promoted'}: {verdict.why}")
         log.info(msg)
         if progress:
             print(msg, flush=True)

@@ -154,19 +154,27 @@ class RankerInputs:
     m2v_stream: Optional[np.ndarray] = None
     gbdt: Optional[object] = None                # ranking.gbdt.GBDTModel (leaf encoder)
     lengths: dict = field(default_factory=lambda: dict(LIST_LENGTHS))
+    # graph.versions.GraphVersions in training (not saved): each row with a ``ts`` takes the
+    # vectors of the newest version trained before it; the tables above are the newest version's
+    # (serving: the API replaces them with the active version's, :meth:`with_embeddings`)
+    graph_versions: Optional[object] = None
 
     # ------------------------------------------------------------------ fit
     @classmethod
     def fit(cls, train: pd.DataFrame, dense_cols: Sequence[str], *, catalog: Optional[dict] = None,
             embeddings=None, gbdt=None, extra_frames: Sequence[pd.DataFrame] = (),
-            lengths: Optional[dict] = None) -> "RankerInputs":
+            lengths: Optional[dict] = None, graph_versions=None) -> "RankerInputs":
         """Vocabularies and dense statistics from ``train`` (+ the catalog's streams/items: a
         stream that never appeared in training still gets its core products and category).
 
         ``extra_frames`` contribute ids only (e.g. the candidate streams of the test period must
         not be unknown just because they were not shown in train — their embeddings stay
         untrained, which is what serving would see); dense statistics come from ``train`` alone.
+        ``graph_versions`` (graph.versions.GraphVersions): point-in-time Metapath2vec vectors
+        instead of one table ``embeddings``.
         """
+        if graph_versions is not None and len(graph_versions):
+            embeddings = graph_versions.newest
         lengths = dict(LIST_LENGTHS, **(lengths or {}))
         catalog = catalog or {}
         frames = [train, *extra_frames]
@@ -224,8 +232,27 @@ class RankerInputs:
                                   embeddings.lookup("user", users_v.ids)]).astype(np.float32)
             m2v_stream = np.vstack([embeddings.defaults["stream"][None, :],
                                     embeddings.lookup("stream", streams_v.ids)]).astype(np.float32)
-        return cls(users_v, streams_v, items_v, cats_v, pages, list(dense_cols), mean.astype(np.float64),
-                   std.astype(np.float64), core, m2v_user, m2v_stream, gbdt, lengths)
+        obj = cls(users_v, streams_v, items_v, cats_v, pages, list(dense_cols), mean.astype(np.float64),
+                  std.astype(np.float64), core, m2v_user, m2v_stream, gbdt, lengths)
+        if graph_versions is not None and len(graph_versions) and m2v_user is not None:
+            obj.graph_versions = graph_versions
+        return obj
+
+    def with_embeddings(self, embeddings) -> "RankerInputs":
+        """A copy whose Metapath2vec tables are ``embeddings``' (graph.artifacts.Embeddings of the
+        same dimension: the active graph version at serving); point-in-time versions dropped."""
+        import copy
+        if self.m2v_user is None:
+            raise ValueError("this ranker was trained without Metapath2vec vectors")
+        if embeddings.dim != self.m2v_user.shape[1]:
+            raise ValueError(f"graph vectors of dimension {embeddings.dim}, the ranker takes {self.m2v_user.shape[1]}")
+        out = copy.copy(self)
+        out.m2v_user = np.vstack([embeddings.defaults["user"][None, :],
+                                  embeddings.lookup("user", self.users.ids)]).astype(np.float32)
+        out.m2v_stream = np.vstack([embeddings.defaults["stream"][None, :],
+                                    embeddings.lookup("stream", self.streams.ids)]).astype(np.float32)
+        out.graph_versions = None
+        return out
 
     # ------------------------------------------------------------------ sizes for RankerConfig
     def config_sizes(self) -> dict:
@@ -257,7 +284,10 @@ class RankerInputs:
         if self.gbdt is not None:
             from .gbdt import LeafEncoder
             out["leaves"] = LeafEncoder(self.gbdt).transform(frame, num_threads=num_threads) + 1
-        if self.m2v_user is not None:
+        if self.m2v_user is not None and self.graph_versions is not None and "ts" in frame:
+            out["m2v_user"], _ = self.graph_versions.lookup_at("user", _ids(frame["user_id"]), frame["ts"])
+            out["m2v_stream"], _ = self.graph_versions.lookup_at("stream", _ids(frame["stream_id"]), frame["ts"])
+        elif self.m2v_user is not None:
             out["m2v_user"] = self.m2v_user[u]
             out["m2v_stream"] = self.m2v_stream[s]
         out["core_items"] = self.core_items[s]

@@ -1,4 +1,11 @@
-"""Point-in-time Metapath2vec vectors for the ranker: the graph sees only the events before the rows it scores."""
+"""Point-in-time Metapath2vec vectors for the ranker: the graph sees only the events before the rows it scores.
+
+The product's job (:func:`point_in_time_versions`) takes the graph job's registered versions
+(graph.versions: each row the newest one trained before it; serving: the active one) and, when
+none precedes the training rows (a fresh install: the only version was trained on everything),
+back-fills one through the graph job ending at :func:`graph_cut`. The benchmark harness
+(ranking.versions) trains its one table on the events before :func:`graph_cut` itself.
+"""
 from __future__ import annotations
 
 import logging
@@ -21,36 +28,38 @@ def graph_cut(fit_df, frac: float = GRAPH_FRAC):
     return ts.iloc[min(int(len(ts) * frac), len(ts) - 1)] if len(ts) else None
 
 
-def embeddings_before(url: str, events, catalog, cut):
-    """Metapath2vec vectors trained from scratch on the events before ``cut`` (:func:`graph_cut`:
-    before every row the ranker trains or validates on) with the active version's dimension; None
-    when no graph job has run yet.
+def point_in_time_versions(settings, fit_df, *, progress: bool = False):
+    """The graph versions the ranker's rows take (graph.versions.GraphVersions), or None when no
+    graph job has run (no active Metapath2vec version: the ranker trains without vectors).
 
-    The active version was trained on every event: a user–stream dot product that has seen the
-    clicks of the rows it scores leaks them (a first run measured a validation AUC above the
-    simulator's oracle). The vectors are kept in the ranker's artifact (RankerInputs): serving uses
-    the very vectors the model was trained with. No warm start: the active vectors have seen the
-    later events."""
-    import pandas as pd
+    When no version was trained before :func:`graph_cut` of ``fit_df``, the graph job back-fills
+    one ending there (no gate, cold start, never made active), so that at least the rows after the
+    cut have vectors that cannot have seen their labels; the caller drops the rows no version
+    precedes."""
+    from graph.artifacts import load_active
+    from graph.versions import load_versions
+    url = settings.database_url
     try:
-        from graph.artifacts import load_active
         active = load_active(url)
     except Exception as exc:              # artifact missing / unreadable: train without
         log.warning("no Metapath2vec embeddings for the ranker: %s", exc)
         return None
     if active is None:
         return None
+    cut = graph_cut(fit_df)
     if cut is None:
-        return active
-    from graph.build import build_graph
-    from graph.metapath2vec import M2VConfig, train_metapath2vec
-    t0 = time.perf_counter()
-    before = events[pd.to_datetime(events["ts"], utc=True) < pd.Timestamp(cut)]
-    before = before[before["type"].isin(["watch", "click", "item_click", "purchase"])]
-    cfg = M2VConfig(dim=active.dim)
-    emb = train_metapath2vec(build_graph(before, catalog), cfg)
-    log.info("ranker: Metapath2vec on %d events before %s in %.1fs", len(before), cut, time.perf_counter() - t0)
-    return emb
+        return None
+    versions = load_versions(url, dim=active.dim, before=fit_df["ts"].max())
+    if not len(versions) or int((versions.index_at([cut]) >= 0)[0]) == 0:
+        from graph.job import train_and_register_embeddings
+        from graph.metapath2vec import M2VConfig
+        t0 = time.perf_counter()
+        row = train_and_register_embeddings(settings, config=M2VConfig(dim=active.dim), end=cut.to_pydatetime(),
+                                            warm_start=False, gate=False, promote=False, progress=progress)
+        log.info("ranker: back-filled graph version %s (events before %s) in %.1fs", row.get("version"), cut,
+                 time.perf_counter() - t0)
+        versions = load_versions(url, dim=active.dim, before=fit_df["ts"].max())
+    return versions if len(versions) else None
 
 
-__all__ = ["GRAPH_FRAC", "graph_cut", "embeddings_before"]
+__all__ = ["GRAPH_FRAC", "graph_cut", "point_in_time_versions"]

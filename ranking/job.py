@@ -1,8 +1,8 @@
 """The ranker's registry job (the worker's ``train_ranker``).
 
 :func:`train_and_register_ranker`: event log → labels → point-in-time Feast features with their
-list columns → time split → inputs (vocabularies, GBDT leaves of the active V1, Metapath2vec
-vectors trained on the events before the rows: ranking.graph_vectors) → fit (ranking.train) →
+list columns → time split → inputs (vocabularies, GBDT leaves of the active V1, the graph job's
+Metapath2vec versions, each row the newest trained before it: ranking.graph_vectors) → fit (ranking.train) →
 metrics + HTML report (ranking.evaluate) → artifact (ranking.artifacts) → registry; promoted only
 when, scored on the same validation rows, no promotion metric is worse than the active ranker's
 (ranking.promotion).
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from .artifacts import MODEL_NAME, save_ranker
-from .graph_vectors import embeddings_before, graph_cut
+from .graph_vectors import point_in_time_versions
 from .promotion import head_to_head
 from .train import TrainConfig, train_on_frames
 
@@ -32,9 +32,9 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
                               ranker_overrides: Optional[dict] = None, train_config: Optional[TrainConfig] = None,
                               position_curve: Optional[str] = None, progress: bool = False) -> dict:
     """Train the ranker on the event log (up to ``end``), evaluate it, register it; idempotent per
-    data version (+ config). Uses the active ``gbdt`` (leaf inputs) and Metapath2vec vectors trained
-    on the events before the validation period (:func:`embeddings_before`) when a graph version
-    exists. Promotion: when no ranker is active or, with the active version scored on the same
+    data version (+ config). Uses the active ``gbdt`` (leaf inputs) and, when a graph version is
+    active, the graph job's versions point in time (:func:`point_in_time_versions`: each row the
+    newest version trained before it, one back-filled when none precedes the rows). Promotion: when no ranker is active or, with the active version scored on the same
     validation rows (:func:`head_to_head`), no promotion metric is worse. Returns the registry
     row (+ ``report`` path). ``position_curve="randomised"`` with a ``"table"`` Biasnet
     (``ranker_overrides``): the tower's fixed curve is read off the training period's randomised
@@ -75,10 +75,14 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
         fit_df, stop_df = time_split(train, EARLY_STOP_FRAC)      # early stopping inside the train period
         gbdt_row = active_model(url, GBDT_NAME)
         gbdt = GBDTModel.load(gbdt_row["artifact_path"]) if gbdt_row else None
-        cut = graph_cut(fit_df)
-        embeddings = embeddings_before(url, events, catalog, cut)
-        if embeddings is not None:              # point-in-time vectors: rank only the rows after them
-            fit_df = fit_df[fit_df["ts"] >= cut].reset_index(drop=True)
+        versions = point_in_time_versions(settings, fit_df, progress=progress)
+        graph_rows = None
+        if versions is not None:                # point-in-time vectors: rank only the rows a version precedes
+            fit_df = fit_df[versions.index_at(fit_df["ts"]) >= 0].reset_index(drop=True)
+            graph_rows = {"fit": versions.counts(fit_df["ts"]), "stop": versions.counts(stop_df["ts"]),
+                          "valid": versions.counts(valid["ts"]),
+                          "trained_until": dict(zip(versions.versions,
+                                                    [pd_ts(u) for u in versions.until]))}
         overrides = dict(ranker_overrides or {})
         fixed_curve = None
         if position_curve == "randomised":
@@ -87,7 +91,7 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
         elif position_curve is not None:
             raise ValueError(f"position_curve must be None or 'randomised', got {position_curve!r}")
         model, inputs, history = train_on_frames(
-            fit_df, stop_df, list(FEATURE_COLUMNS), catalog=catalog, embeddings=embeddings, gbdt=gbdt,
+            fit_df, stop_df, list(FEATURE_COLUMNS), catalog=catalog, graph_versions=versions, gbdt=gbdt,
             ranker_overrides=overrides, train_config=cfg, extra_frames=[valid], progress=progress,
             position_frame=train,         # a harvested curve ("table" Biasnet) reads the whole training period
             position_curve=fixed_curve)
@@ -113,7 +117,8 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
                      metrics["position_curve_learned_vs_harvested"])
         metrics.update({"n_train": int(len(fit_df)), "n_stop": int(len(stop_df)), "n_valid": int(len(valid)),
                         "gbdt_version": (gbdt_row or {}).get("version"),
-                        "m2v_events_before": (str(cut) if embeddings is not None else None),
+                        "graph_versions": graph_rows,
+                        "graph_version": (versions.versions[-1] if versions is not None else None),
                         "train_seconds": round(time.perf_counter() - t0, 2)})
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         version = f"{stamp}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
@@ -140,6 +145,11 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
         if progress:
             print(msg, flush=True)
         return dict(row, report=str(report))
+
+
+def pd_ts(ns: int) -> str:
+    import pandas as pd
+    return pd.Timestamp(int(ns), tz="UTC").isoformat()
 
 
 def randomised_curve(events, max_position: int = 10):

@@ -92,9 +92,18 @@ class RankerScorer:
         return cls(model.without_biasnet(), inputs, **kw)
 
     @classmethod
-    def load(cls, path, **kw) -> "RankerScorer":
+    def load(cls, path, *, graph_vectors=None, **kw) -> "RankerScorer":
+        """A saved version; ``graph_vectors`` (graph.artifacts.Embeddings, e.g. the active graph
+        version) replace the Metapath2vec vectors saved with it when it takes them (same dim)."""
         from .artifacts import load_ranker
         model, inputs, meta = load_ranker(path)
+        if graph_vectors is not None and inputs.m2v_user is not None:
+            if graph_vectors.dim == inputs.m2v_user.shape[1]:
+                inputs = inputs.with_embeddings(graph_vectors)
+            else:                           # a graph job with another dim: the vectors it was trained with
+                log.warning("graph version %s has dim %d, ranker %s takes %d: serving its saved vectors",
+                            graph_vectors.meta.get("version"), graph_vectors.dim, Path(path).name,
+                            inputs.m2v_user.shape[1])
         fusion = kw.pop("fusion", None) or meta.get("fusion") or None
         return cls(model.without_biasnet(), inputs, fusion=fusion, version=Path(path).name, **kw)
 
