@@ -127,6 +127,8 @@ class ErrorBody(_Answer):
 class ModelRef(_Answer):
     name: str = Field(description="ranker, gbdt or popularity")
     version: Optional[str] = None
+    graph_version: Optional[str] = Field(None, description="the ranker's Metapath2vec vectors: the active graph "
+                                                           "version (a ranker trained with them)")
     fallback: Optional[bool] = Field(None, description="true when no model could score (popularity order)")
     reason: Optional[str] = Field(None, description="why the fallback")
     degraded: Optional[str] = Field(None, description="serving an older version, V1 or popularity because a part "

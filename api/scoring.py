@@ -153,10 +153,11 @@ class ModelHolder:
                     return
             if comp_row is not None:
                 comp_key = (str(comp_row["version"]), str(comp_row["artifact_path"]))
-        key = (str(info["version"]), str(info["artifact_path"]), comp_key)
+        # (version, path), + the companion's (version, path) when there is one to follow
+        key = (str(info["version"]), str(info["artifact_path"])) + ((comp_key,) if self.companion else ())
         self._active_key = key
         cur = self._current
-        if cur is not None and (cur.version, cur.artifact_path, cur.companion) == key:
+        if cur is not None and (cur.version, cur.artifact_path) + ((cur.companion,) if self.companion else ()) == key:
             return
         failed = self._failed.get(key)
         if failed is not None and time.monotonic() < failed[1]:
