@@ -158,12 +158,13 @@ class RankerInputs:
     # vectors of the newest version trained before it; the tables above are the newest version's
     # (serving: the API replaces them with the active version's, :meth:`with_embeddings`)
     graph_versions: Optional[object] = None
+    item_vectors: Optional[np.ndarray] = None    # [n_items_vocab, dv] precomputed (ranking.item_vectors); row 0 zeros
 
     # ------------------------------------------------------------------ fit
     @classmethod
     def fit(cls, train: pd.DataFrame, dense_cols: Sequence[str], *, catalog: Optional[dict] = None,
             embeddings=None, gbdt=None, extra_frames: Sequence[pd.DataFrame] = (),
-            lengths: Optional[dict] = None, graph_versions=None) -> "RankerInputs":
+            lengths: Optional[dict] = None, graph_versions=None, item_vectors=None) -> "RankerInputs":
         """Vocabularies and dense statistics from ``train`` (+ the catalog's streams/items: a
         stream that never appeared in training still gets its core products and category).
 
@@ -171,7 +172,8 @@ class RankerInputs:
         not be unknown just because they were not shown in train — their embeddings stay
         untrained, which is what serving would see); dense statistics come from ``train`` alone.
         ``graph_versions`` (graph.versions.GraphVersions): point-in-time Metapath2vec vectors
-        instead of one table ``embeddings``.
+        instead of one table ``embeddings``. ``item_vectors``: ``(item_id [n], vector [n, d])``
+        (ranking.item_vectors.read_item_vectors) — a table by item index.
         """
         if graph_versions is not None and len(graph_versions):
             embeddings = graph_versions.newest
@@ -236,6 +238,9 @@ class RankerInputs:
                   std.astype(np.float64), core, m2v_user, m2v_stream, gbdt, lengths)
         if graph_versions is not None and len(graph_versions) and m2v_user is not None:
             obj.graph_versions = graph_versions
+        if item_vectors is not None:
+            from .item_vectors import item_table
+            obj.item_vectors = item_table(items_v.ids, *item_vectors)
         return obj
 
     def with_embeddings(self, embeddings) -> "RankerInputs":
@@ -259,7 +264,8 @@ class RankerInputs:
         out = {"n_users": len(self.users), "n_streams": len(self.streams), "n_items": len(self.items),
                "n_categories": len(self.categories), "n_dense": len(self.dense_cols),
                "n_pages": len(self.pages) + 1,
-               "m2v_dim": 0 if self.m2v_user is None else int(self.m2v_user.shape[1])}
+               "m2v_dim": 0 if self.m2v_user is None else int(self.m2v_user.shape[1]),
+               "item_vector_dim": 0 if self.item_vectors is None else int(self.item_vectors.shape[1])}
         if self.gbdt is not None:
             out["n_trees"] = int(self.gbdt.num_trees)
             out["n_leaf_tokens"] = int(self.gbdt.num_trees * self.gbdt.num_leaves) + 1
@@ -322,6 +328,8 @@ class RankerInputs:
                   "core_items": self.core_items}
         if self.m2v_user is not None:
             arrays.update(m2v_user=self.m2v_user, m2v_stream=self.m2v_stream)
+        if self.item_vectors is not None:
+            arrays.update(item_vectors=self.item_vectors)
         np.savez(d / INPUTS_FILE, **arrays)
         meta = {"pages": self.pages, "dense_cols": self.dense_cols, "lengths": self.lengths,
                 "gbdt": self.gbdt is not None}
@@ -344,6 +352,7 @@ class RankerInputs:
                   z["m2v_stream"] if "m2v_stream" in z else None, gbdt, dict(meta["lengths"]))
         obj.users.ids, obj.streams.ids, obj.items.ids, obj.categories.ids = (
             z["users"], z["streams"], z["items"], z["categories"])
+        obj.item_vectors = z["item_vectors"] if "item_vectors" in z else None
         return obj
 
 

@@ -136,7 +136,7 @@ class RankerScorer:
         seq = getattr(self.model, "sequence", None)
         if seq is not None and "rt_items" in batch:
             rt = batch["rt_items"].index_select(0, torch.as_tensor(first))              # [U, Lr]
-            cand["rt_items_tokens"] = seq.embed_tokens(self.model.item_emb(rt), RT_TYPE)  # [U, Lr, d]
+            cand["rt_items_tokens"] = seq.embed_tokens(self.model.embed_items(rt), RT_TYPE)  # [U, Lr, d]
             cand["rt_items_mask"] = rt > 0
         return cand, torch.as_tensor(inv.reshape(-1), dtype=torch.long)
 

@@ -271,7 +271,8 @@ def init_output_biases(model, y: dict) -> None:
             model.towers["stay"][-1].bias.fill_(float(y["stay"][click > 0].mean()))
 
 
-def train_on_frames(train_df, valid_df, dense_cols, *, catalog=None, embeddings=None, graph_versions=None, gbdt=None,
+def train_on_frames(train_df, valid_df, dense_cols, *, catalog=None, embeddings=None, graph_versions=None,
+                    item_vectors=None, gbdt=None,
                     ranker_overrides: Optional[dict] = None, train_config: Optional[TrainConfig] = None,
                     extra_frames=(), position_frame=None, position_curve=None, progress: bool = False):
     """Fit inputs on ``train_df``, build and train a ranker (early stopping on ``valid_df``).
@@ -280,15 +281,18 @@ def train_on_frames(train_df, valid_df, dense_cols, *, catalog=None, embeddings=
     clicks leak nothing into the curve). ``position_curve``: a fixed curve by slot (examination
     relative to slot 1, e.g. from randomised traffic: ``streamrank position-curve``) for a
     ``"table"`` Biasnet instead of the harvested one. ``graph_versions``: point-in-time
-    Metapath2vec vectors (graph.versions; each row the newest version trained before it). Returns (model, inputs, history)."""
+    Metapath2vec vectors (graph.versions; each row the newest version trained before it).
+    ``item_vectors``: ``(item_id, vector)`` of a precomputed file (ranking.item_vectors). Returns (model, inputs, history)."""
     import torch
     from .dataset import RankerInputs, labels
     cfg = train_config or TrainConfig()
     torch.manual_seed(cfg.seed)
     inputs = RankerInputs.fit(train_df, dense_cols, catalog=catalog, embeddings=embeddings, gbdt=gbdt,
-                              extra_frames=extra_frames, graph_versions=graph_versions)
+                              extra_frames=extra_frames, graph_versions=graph_versions, item_vectors=item_vectors)
     overrides = dict(ranker_overrides or {})
     model = build_ranker(inputs, **overrides)
+    if getattr(model, "item_vec_proj", None) is not None:
+        model.set_item_vectors(inputs.item_vectors)
     curve_info = None
     if model.biasnet is not None and model.biasnet.shape == "table" and position_curve is not None:
         from .position_bias import curve_table

@@ -68,6 +68,8 @@ OURS = {
     "full_position_towers": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                              "use_biasnet": False, "position_towers": 10},
     "full_dcn": {"use_transformer": True, "use_target_attention": True, "m2v": True, "use_cross": True},
+    # seed 001's precomputed item vectors (ranking.item_vectors; the simulator's: category + price)
+    "full_item_vectors": {"use_transformer": True, "use_target_attention": True, "m2v": True, "item_vectors": True},
     "full_no_refit": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                       "train": {"refit_biasnet": False}},
     "full_no_biasnet": {"use_transformer": True, "use_target_attention": True, "m2v": True,
@@ -76,7 +78,8 @@ OURS = {
 EPOCHS = 4
 BATCH = 1024
 SIMULATOR_ONLY = ("full_no_biasnet", "full_pal", "full_mlp_biasnet", "full_harvested", "full_no_refit",
-                  "full_randomised", "full_slot_ips", "full_position_feature", "full_position_towers")  # Biasnet variants
+                  "full_randomised", "full_slot_ips", "full_position_feature", "full_position_towers",  # Biasnet variants
+                  "full_item_vectors")        # Twitch has no item catalog
 THREADS = 1               # one process per task: 2 tasks use the 2 cores better than 2 threads each
 
 
@@ -275,6 +278,11 @@ def run_ours(task: Task, variant: str, seed: int, gbdt, emb, epochs: int):
     spec = dict(OURS[variant])
     use_m2v = spec.pop("m2v")
     use_leaves = spec.pop("leaves", True)
+    item_vectors = None
+    if spec.pop("item_vectors", False):
+        from ranking.item_vectors import simulator_item_vectors
+        iv = simulator_item_vectors(task.catalog["items"], seed=0)   # one file: a given input
+        item_vectors = (iv["item_id"].to_numpy(), iv.drop(columns="item_id").to_numpy(dtype=np.float32))
     train_overrides = dict(spec.pop("train", {}))
     curve_source = spec.pop("curve", None)
     if train_overrides.get("slot_ips") == "randomised":
@@ -290,6 +298,7 @@ def run_ours(task: Task, variant: str, seed: int, gbdt, emb, epochs: int):
         fit = fit[fit["ts"] >= task.graph_cut].reset_index(drop=True)
     model, inputs, hist = train_on_frames(fit, task.stop, list(FEATURE_COLUMNS), catalog=task.catalog,
                                           embeddings=emb if use_m2v else None, gbdt=gbdt if use_leaves else None,
+                                          item_vectors=item_vectors,
                                           ranker_overrides=overrides, train_config=cfg, extra_frames=[task.test],
                                           position_frame=pd.concat([task.fit, task.stop], ignore_index=True),
                                           position_curve=task.randomised_curve() if curve_source == "randomised"

@@ -121,6 +121,7 @@ class RankerConfig:
     n_leaf_tokens: int = 0  # GBDT global leaf ids (+1, 0 = padding) vocabulary (0 = no leaf input)
     n_trees: int = 0
     m2v_dim: int = 0        # Metapath2vec vector size (0 = no m2v input)
+    item_vector_dim: int = 0  # precomputed item vectors (a file: item_id → vector) added to item tokens (0 = none)
     d_model: int = 32
     use_transformer: bool = True
     use_target_attention: bool = True
@@ -201,6 +202,13 @@ class Ranker(nn.Module):
         self.stream_emb = nn.Embedding(c.n_streams, d, padding_idx=0)
         # items only enter through the sequence block: no table without it
         self.item_emb = nn.Embedding(c.n_items, d, padding_idx=0) if c.use_transformer else None
+        # precomputed item vectors (e.g. multimodal content embeddings, seed 001): a fixed table (a
+        # buffer: saved with the weights, so serving reads the training table) projected into the
+        # token space beside the id embedding; row 0 (padding / unknown items) is zeros
+        self.item_vec_proj = None
+        if c.item_vector_dim > 0 and self.item_emb is not None:
+            self.register_buffer("item_vectors", torch.zeros(c.n_items, c.item_vector_dim))
+            self.item_vec_proj = nn.Linear(c.item_vector_dim, d, bias=False)
         self.category_emb = nn.Embedding(c.n_categories, d, padding_idx=0)
         in_dim = 3 * d                                                       # user, stream, category
         self.dense_proj = None
@@ -250,6 +258,21 @@ class Ranker(nn.Module):
                                          for _ in range(max(c.position_towers - 1, 0)))
         self.reset_parameters()
 
+    def embed_items(self, ids: Tensor) -> Tensor:
+        """Item tokens ``[..., d]`` of item indices ``[...]``: the id embedding (+ the projected
+        precomputed vector when ``item_vector_dim``)."""
+        e = self.item_emb(ids)
+        if self.item_vec_proj is not None:
+            e = e + self.item_vec_proj(self.item_vectors[ids])
+        return e
+
+    def set_item_vectors(self, table) -> None:
+        """Fill the precomputed item table ``[n_items, item_vector_dim]`` (row i = item index i)."""
+        t = torch.as_tensor(table, dtype=self.item_vectors.dtype)
+        if tuple(t.shape) != tuple(self.item_vectors.shape):
+            raise ValueError(f"item vectors {tuple(t.shape)}, the model takes {tuple(self.item_vectors.shape)}")
+        self.item_vectors.copy_(t)
+
     def reset_parameters(self):
         # N(0, 1/d): id vectors of about unit norm, so no input part dominates the concatenation.
         std = 1.0 / math.sqrt(self.config.d_model)
@@ -257,7 +280,7 @@ class Ranker(nn.Module):
                     self.position_emb, self.gap_emb):
             if emb is not None:
                 _init_embedding(emb, std)
-        for m in (self.dense_proj, self.m2v_user, self.m2v_stream, self.sequence, self.target_attention,
+        for m in (self.dense_proj, self.m2v_user, self.m2v_stream, self.item_vec_proj, self.sequence, self.target_attention,
                   self.cross, self.head, self.biasnet):
             if m is not None:
                 m.reset_parameters()
@@ -282,7 +305,7 @@ class Ranker(nn.Module):
             for name, type_id in (("core_items", CORE_TYPE), ("rt_items", RT_TYPE)):
                 if name in batch:
                     ids = batch[name]                                                # [N, L]
-                    cand[f"{name}_tokens"] = self.sequence.embed_tokens(self.item_emb(ids), type_id)  # [N, L, d]
+                    cand[f"{name}_tokens"] = self.sequence.embed_tokens(self.embed_items(ids), type_id)  # [N, L, d]
                     cand[f"{name}_mask"] = ids > 0                                   # [N, L]
         return cand
 
@@ -320,7 +343,7 @@ class Ranker(nn.Module):
             if "user_items" in batch:
                 ids = batch["user_items"]                                            # [B, Lu]
                 dt = batch.get("user_items_dt")
-                tokens.append(self.sequence.embed_tokens(self.item_emb(ids), USER_TYPE, dt))  # [B, Lu, d]
+                tokens.append(self.sequence.embed_tokens(self.embed_items(ids), USER_TYPE, dt))  # [B, Lu, d]
                 masks.append(ids > 0)
             h, mask = self.sequence.encode(tokens, masks)                            # [B, T, d], [B, T]
             parts.append(self.sequence.pool(h, mask))                                # [B, 2d]
