@@ -55,7 +55,14 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
     if end is not None and end.tzinfo is None:
         end = end.replace(tzinfo=timezone.utc)
     cfg = train_config or TrainConfig(threads=2)
-    fingerprint = hashlib.sha1(json.dumps([asdict(cfg), ranker_overrides or {}, position_curve], sort_keys=True,
+    item_vectors = None
+    vectors_file = getattr(settings, "item_vectors", "")
+    if vectors_file:                      # read first: a bad file fails the job before any training
+        from .item_vectors import read_item_vectors
+        item_vectors = read_item_vectors(vectors_file)
+        vectors_file = [str(vectors_file), hashlib.sha1(item_vectors[1].tobytes()).hexdigest()[:8]]
+    fingerprint = hashlib.sha1(json.dumps([asdict(cfg), ranker_overrides or {}, position_curve]
+                                          + ([vectors_file] if vectors_file else []), sort_keys=True,
                                           default=str).encode()).hexdigest()[:8]
     key = training_key(url, end) + f"#{fingerprint}"
     done = already_trained(url, MODEL_NAME, key)
@@ -92,6 +99,7 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
             raise ValueError(f"position_curve must be None or 'randomised', got {position_curve!r}")
         model, inputs, history = train_on_frames(
             fit_df, stop_df, list(FEATURE_COLUMNS), catalog=catalog, graph_versions=versions, gbdt=gbdt,
+            item_vectors=item_vectors,
             ranker_overrides=overrides, train_config=cfg, extra_frames=[valid], progress=progress,
             position_frame=train,         # a harvested curve ("table" Biasnet) reads the whole training period
             position_curve=fixed_curve)

@@ -44,6 +44,8 @@ class Settings:
     rerank_top: int = 10                     # STREAMRANK_RERANK_TOP: slots re-ranked under the diversity constraints
     rerank_max_per_category: int = 3         # STREAMRANK_RERANK_MAX_PER_CATEGORY: per category in the top slots (0 = no cap)
     slate_model: str = ""                    # STREAMRANK_SLATE_MODEL: a trained policy.slate_model file (empty: ranker scores)
+    item_vectors: str = ""                   # STREAMRANK_ITEM_VECTORS: item_id → vector file the ranker's item tokens take
+                                             #   (ranking/item_vectors.py: .npz / .parquet / .csv; empty: none)
 
     def __post_init__(self) -> None:
         home = Path(self.home)

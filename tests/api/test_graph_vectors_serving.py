@@ -65,3 +65,32 @@ def test_rows_take_versions_trained_before_them_and_serving_the_active_one(world
     emb = Embeddings.load(second["artifact_path"])
     assert np.allclose(served.inputs.m2v_stream[1:], emb.lookup("stream", served.inputs.streams.ids))
     assert np.allclose(served.inputs.m2v_user[1:], emb.lookup("user", served.inputs.users.ids))
+
+
+def test_the_ranker_job_takes_an_item_vector_file(world_factory, tmp_path):
+    """STREAMRANK_ITEM_VECTORS: the job's ranker carries the file's vectors by item index (a new
+    file, a new version); a bad file fails the job with a message before any training."""
+    from dataclasses import replace
+
+    import pytest
+
+    from ranking.artifacts import load_ranker
+    from ranking.item_vectors import simulator_item_vectors
+    from ranking.job import train_and_register_ranker
+    from store.ingest import load_catalog
+    w = world_factory("item-vectors")
+    items = load_catalog(w.database_url)["items"]
+    iv = simulator_item_vectors(items, dim=6)
+    iv.to_parquet(tmp_path / "items.parquet")
+    row = train_and_register_ranker(replace(w, item_vectors=str(tmp_path / "items.parquet")), ranker_overrides=TINY,
+                                    train_config=TrainConfig(epochs=1, batch_size=256, threads=1, seed=0))
+    model, inputs, _ = load_ranker(row["artifact_path"])
+    assert model.config.item_vector_dim == 6
+    idx = inputs.items.index(iv["item_id"].to_numpy())
+    known = idx > 0
+    assert known.sum() > 0.9 * len(iv)
+    np.testing.assert_allclose(model.item_vectors.numpy()[idx[known]],
+                               iv.drop(columns="item_id").to_numpy()[known], atol=1e-6)
+    (tmp_path / "bad.csv").write_text("item_id,v0\n1,0.5\n1,0.7\n")
+    with pytest.raises(ValueError, match="repeat"):
+        train_and_register_ranker(replace(w, item_vectors=str(tmp_path / "bad.csv")), ranker_overrides=TINY)
