@@ -94,7 +94,12 @@ def test_a_backfilled_version_is_never_active_and_never_warm_started_from_later_
     assert active_model(settings.database_url, "metapath2vec")["version"] == full["version"]
     gv = load_versions(settings.database_url)
     assert gv.versions == [back["version"], full["version"]]
-    # rows from the cut on take the back-fill; none takes the version trained on everything
-    rows = ts[ts >= cut]
+    # rows from the cut up to the full version's newest event take the back-fill: none takes the
+    # version trained on their own outcome; only rows after everything it saw take it
+    until = pd.Timestamp(full["metrics"]["trained_until"])
+    rows = ts[(ts >= cut) & (ts <= until)]
     assert gv.counts(rows.reset_index(drop=True)) == {back["version"]: len(rows)}
+    later = ts[ts > until]
+    if len(later):
+        assert gv.counts(later.reset_index(drop=True)) == {full["version"]: len(later)}
     assert len(list_models(settings.database_url, "metapath2vec")) == 2
