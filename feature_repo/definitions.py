@@ -84,9 +84,13 @@ VIEW_FEATURES: dict[str, list[tuple[str, str]]] = {
                                                                          ("rt_steps", "int64_list")],
     # push view, per user: the last RECENT_N distinct streams (click/watch) and items
     # (item_click/purchase) before T, most recent first; recent_stream_ts[i] = epoch seconds of the
-    # latest click/watch of recent_streams[i] (the retrieval user tower's time gaps).
+    # latest click/watch of recent_streams[i] (the retrieval user tower's and the ranker's time gaps),
+    # recent_stream_acts[i] the deepest behaviour on it (1 click, 2 watch, 3 item click, 4 purchase
+    # in the stream), recent_stream_dwell[i] its total watch seconds, recent_item_acts[i] the deepest
+    # behaviour on recent_items[i] (3 item click, 4 purchase): the ranker's behaviour tokens.
     "user_recent": [("recent_streams", "int64_list"), ("recent_items", "int64_list"),
-                    ("recent_stream_ts", "int64_list")],
+                    ("recent_stream_ts", "int64_list"), ("recent_stream_acts", "int64_list"),
+                    ("recent_stream_dwell", "int64_list"), ("recent_item_acts", "int64_list")],
 }
 
 VIEW_ENTITIES: dict[str, list[str]] = {

@@ -56,7 +56,9 @@ from .definitions import RT_BUCKET_S, RT_COUNTERS, RT_ITEMS_WINDOW, RT_STEP_WIDT
 
 # ----------------------------------------------------------------------------- raw refs
 _SKIP_REFS = {("user_recent", "recent_items"), ("stream_realtime", "rt_items"),   # not used by the GBDT
-              ("stream_realtime", "rt_steps"), ("user_recent", "recent_stream_ts")}
+              ("stream_realtime", "rt_steps"), ("user_recent", "recent_stream_ts"),
+              ("user_recent", "recent_stream_acts"), ("user_recent", "recent_stream_dwell"),
+              ("user_recent", "recent_item_acts")}
 
 
 def _refs(views) -> list[str]:
@@ -71,10 +73,13 @@ GBDT_FEATURE_REFS = STREAM_FEATURE_REFS + USER_FEATURE_REFS
 RAW_COLUMNS = [r.split(":")[1] for r in GBDT_FEATURE_REFS]
 
 # id lists for the sequence (transformer) ranker; see the module docstring and expire_lists
-# (+ the times of the recent streams: the ranker's time gaps, ranking.dataset's user_streams_dt)
+# (+ the times of the recent streams: the ranker's time gaps, ranking.dataset's user_streams_dt; and
+# the behaviour / dwell lists aligned with the recent streams and items: its behaviour tokens)
 SEQUENCE_REFS = ["user_recent:recent_items", "user_recent:recent_streams", "stream_realtime:rt_items",
-                 "user_recent:recent_stream_ts"]
-SEQUENCE_COLUMNS = ["recent_items", "recent_streams", "rt_items", "recent_stream_ts"]
+                 "user_recent:recent_stream_ts", "user_recent:recent_stream_acts",
+                 "user_recent:recent_stream_dwell", "user_recent:recent_item_acts"]
+SEQUENCE_COLUMNS = ["recent_items", "recent_streams", "rt_items", "recent_stream_ts", "recent_stream_acts",
+                    "recent_stream_dwell", "recent_item_acts"]
 assert [r.split(":")[1] for r in SEQUENCE_REFS] == SEQUENCE_COLUMNS
 # the real-time counters' schedule: read online with the stream's row, never by training (the
 # offline log's own rows are exact at every instant)

@@ -563,69 +563,97 @@ def _gc_paused():
             gc.enable()
 
 
+# the behaviour codes of the user_recent lists (recent_stream_acts / recent_item_acts): the deepest
+# action the user took on the entry while it is in the list (0 = padding)
+ACT_CODES = {"click": 1, "watch": 2, "item_click": 3, "purchase": 4}
+
+
 def _recent_view(ev: pd.DataFrame, *, b_us: int, origin_us: int, t_end: int) -> pd.DataFrame:
     """Last RECENT_N distinct streams (click/watch) and items (item_click/purchase) before T.
 
     A row per (user, bucket with such an event) where a list changed, stamped at the bucket's end.
     The list update is a short loop over the relevant events (each step touches at most RECENT_N
-    entries).
+    entries). Aligned with the streams: the epoch seconds of the latest click / watch of each, the
+    deepest behaviour on it (:data:`ACT_CODES`; an item click / purchase carrying the stream's id
+    deepens an entry already in the list, without moving it) and its total watch seconds; aligned
+    with the items: the deepest behaviour (item click or purchase). An entry that leaves the list
+    and comes back starts afresh.
     """
     view = "user_recent"
     typ = ev["type"].to_numpy()
-    is_s = np.isin(typ, STREAM_ACTIONS) & ev["stream_id"].notna().to_numpy()
+    has_s = ev["stream_id"].notna().to_numpy()
+    is_s = np.isin(typ, STREAM_ACTIONS) & has_s
     is_i = np.isin(typ, ITEM_ACTIONS) & ev["item_id"].notna().to_numpy()
     sel = is_s | is_i
     if not sel.any():
         return empty_frame(view)
     k = (ev["us"].to_numpy() - origin_us) // b_us
+    act = pd.Series(typ).map(ACT_CODES).fillna(0).to_numpy(dtype=np.int64)
+    watch_s = np.where(typ == "watch", np.maximum(ev["value"].to_numpy(dtype=np.float64), 0.0), 0.0)
     sub = pd.DataFrame({"user_id": ev["user_id"].to_numpy()[sel], "k": k[sel], "us": ev["us"].to_numpy()[sel],
-                        "is_s": is_s[sel],
+                        "is_s": is_s[sel], "act": act[sel], "watch_s": watch_s[sel],
+                        "sid": ev["stream_id"].fillna(-1).to_numpy(dtype=np.int64)[sel],
                         "obj": np.where(is_s[sel], ev["stream_id"].fillna(-1).to_numpy(dtype=np.int64)[sel],
                                         ev["item_id"].fillna(-1).to_numpy(dtype=np.int64)[sel])})
     sub = sub[sub["k"] < t_end]
     sub = sub.sort_values(["user_id", "us"], kind="stable")
-    users, ks, flags, objs, uss = (sub[c].tolist() for c in ("user_id", "k", "is_s", "obj", "us"))
-    out_u, out_t, out_s, out_i, out_st = [], [], [], [], []
+    users, ks, flags, objs, uss, acts, secs, sids = (sub[c].tolist() for c in
+                                                     ("user_id", "k", "is_s", "obj", "us", "act", "watch_s", "sid"))
+    out_u, out_t, out_s, out_i, out_st, out_sa, out_sd, out_ia = [], [], [], [], [], [], [], []
     n = len(users)
     cur_user = None
-    streams: list = []
-    stream_ts: list = []           # aligned with streams: epoch seconds of each one's latest event
-    items: list = []
-    last_s: list = []
-    last_st: list = []
-    last_i: list = []
+    last = None
     for i in range(n):
         u = users[i]
         if u != cur_user:
-            cur_user, streams, stream_ts, items, last_s, last_st, last_i = u, [], [], [], None, None, None
+            cur_user, last = u, None
+            streams: list = []
+            stream_ts: list = []       # aligned with streams: epoch seconds of each one's latest click / watch
+            stream_act: list = []      # ... its deepest behaviour (ACT_CODES)
+            stream_dwell: list = []    # ... its total watch seconds
+            items: list = []
+            item_act: list = []        # aligned with items: the deepest behaviour
         o = objs[i]
         if flags[i]:
+            a, dwell = acts[i], 0
             if o in streams:
                 j = streams.index(o)
-                del streams[j]
-                del stream_ts[j]
+                a, dwell = max(a, stream_act[j]), stream_dwell[j]
+                for lst in (streams, stream_ts, stream_act, stream_dwell):
+                    del lst[j]
             streams.insert(0, o)
             stream_ts.insert(0, uss[i] // 1_000_000)
+            stream_act.insert(0, a)
+            stream_dwell.insert(0, dwell + int(round(secs[i])))
             if len(streams) > RECENT_N:
-                streams.pop()
-                stream_ts.pop()
+                for lst in (streams, stream_ts, stream_act, stream_dwell):
+                    lst.pop()
         else:
+            a = acts[i]
             if o in items:
-                items.remove(o)
+                j = items.index(o)
+                a = max(a, item_act[j])
+                del items[j]
+                del item_act[j]
             items.insert(0, o)
+            item_act.insert(0, a)
             if len(items) > RECENT_N:
                 items.pop()
-        if (i + 1 == n or users[i + 1] != u or ks[i + 1] != ks[i]) and \
-                (streams != last_s or items != last_i or stream_ts != last_st):
-            last_s, last_st, last_i = list(streams), list(stream_ts), list(items)
+                item_act.pop()
+            if sids[i] in streams:                # an item action in a listed stream deepens it
+                j = streams.index(sids[i])
+                stream_act[j] = max(stream_act[j], acts[i])
+        state = (streams, stream_ts, stream_act, stream_dwell, items, item_act)
+        if (i + 1 == n or users[i + 1] != u or ks[i + 1] != ks[i]) and state != last:
+            last = tuple(list(x) for x in state)
             out_u.append(u)
             out_t.append(ks[i] + 1)
-            out_s.append(last_s)
-            out_st.append(last_st)
-            out_i.append(last_i)
+            for out, x in zip((out_s, out_st, out_sa, out_sd, out_i, out_ia), last):
+                out.append(x)
     t_us = np.asarray(out_t, dtype=np.int64) * b_us + origin_us
     return _finish(view, {"user_id": np.asarray(out_u, dtype=np.int64)}, t_us,
-                   {"recent_streams": out_s, "recent_items": out_i, "recent_stream_ts": out_st})
+                   {"recent_streams": out_s, "recent_items": out_i, "recent_stream_ts": out_st,
+                    "recent_stream_acts": out_sa, "recent_stream_dwell": out_sd, "recent_item_acts": out_ia})
 
 
 def _categories(ev: pd.DataFrame, streams: Optional[pd.DataFrame], items: Optional[pd.DataFrame]) -> pd.Series:

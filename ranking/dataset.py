@@ -30,6 +30,10 @@ user_streams       [N, Ls] int64   the user's recent streams (Feast ``recent_str
 user_streams_dt    [N, Ls] float32 seconds from each of them (its latest click/watch, Feast
                                    ``recent_stream_ts``) to the row's instant (``as_of`` epoch
                                    seconds at serving, ``ts`` in training); 0 where padded
+user_streams_act   [N, Ls] int64   the deepest behaviour on each (Feast ``recent_stream_acts``:
+                                   1 click, 2 watch, 3 item click, 4 purchase; 0 = padding)
+user_streams_dwell [N, Ls] float32 its total watch seconds (``recent_stream_dwell``)
+user_items_act     [N, Lu] int64   the deepest behaviour on each recent item (``recent_item_acts``)
 position           [N] int64       slot position (1-based, 0 = unknown)
 page               [N] int64       page index (0 = unknown)
 =================  ==============  =====================================================
@@ -100,6 +104,29 @@ def _pad_lists(lists: Sequence, length: int, vocab: Vocab) -> np.ndarray:
         cols.extend(range(len(lst)))
     if flat:
         out[np.asarray(rows), np.asarray(cols)] = vocab.index(np.asarray(flat, dtype=np.int64))
+    return out
+
+
+# behaviour lists aligned with an id list: (batch key, Feast column, the id list's key, dtype)
+BEHAVIOUR_LISTS = (("user_streams_act", "recent_stream_acts", "user_streams", np.int64),
+                   ("user_streams_dwell", "recent_stream_dwell", "user_streams", np.float32),
+                   ("user_items_act", "recent_item_acts", "user_items", np.int64))
+
+
+def _pad_values(lists: Sequence, length: int, dtype) -> np.ndarray:
+    """[N, length] of python lists of numbers (None/NaN → empty), truncated, 0-padded (raw values,
+    no vocabulary)."""
+    n = len(lists)
+    out = np.zeros((n, length), dtype)
+    if n > 1 and all(lst is lists[0] for lst in lists) and isinstance(lists[0], list):
+        v = np.asarray(lists[0][:length], dtype=dtype)            # the user's list, shared by the rows
+        out[:, :len(v)] = v
+        return out
+    for i, lst in enumerate(lists):
+        if lst is None or (isinstance(lst, float) and np.isnan(lst)) or len(lst) == 0:
+            continue
+        v = np.asarray(list(lst)[:length], dtype=dtype)
+        out[i, :len(v)] = v
     return out
 
 
@@ -305,6 +332,9 @@ class RankerInputs:
             as_of = _row_epoch_seconds(frame)
             if as_of is not None:
                 out["user_streams_dt"] = time_gaps(frame["recent_stream_ts"].tolist(), as_of, self.lengths["user_streams"])
+        for key, col, ids_key, dtype in BEHAVIOUR_LISTS:
+            if col in frame:
+                out[key] = _pad_values(frame[col].tolist(), self.lengths[ids_key], dtype) * (out[ids_key] > 0)
         if with_position:
             pos = pd.to_numeric(frame["position"], errors="coerce").fillna(0).astype("int64").to_numpy() \
                 if "position" in frame else np.zeros(n, np.int64)

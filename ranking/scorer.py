@@ -154,13 +154,14 @@ class RankerScorer:
         if ui is not None and len(ui) > 1 and bool((ui == ui[:1]).all()):
             # one user's history on every row (a request): the transformer takes it as a shared
             # [1, Lu] segment and embeds / normalises / projects it once instead of B times
-            batch["user_items"] = ui[:1]
-            if "user_items_dt" in batch:
-                dt = batch["user_items_dt"]
-                if bool(((dt == dt[:1]) | (dt.isnan() & dt[:1].isnan())).all()):
-                    batch["user_items_dt"] = dt[:1]
-                else:
-                    batch["user_items"] = ui
+            aligned = [k for k in ("user_items_dt", "user_items_act") if k in batch]   # per item: shared too, or none is
+
+            def shared(v):
+                same = (v == v[:1]) | (v.isnan() & v[:1].isnan()) if v.is_floating_point() else v == v[:1]
+                return bool(same.all())
+            if all(shared(batch[k]) for k in aligned):
+                for k in ["user_items"] + aligned:
+                    batch[k] = batch[k][:1]
         self._local.seq_s = 0.0
         with torch.inference_mode():        # no autograd bookkeeping at all (a little less than no_grad)
             if self.cache_candidates and hasattr(self.model, "encode_candidates") and len(frame):

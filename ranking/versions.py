@@ -58,6 +58,10 @@ OURS = {
     # seed 000's DCN-mix on the concatenated dense + embedded inputs (off in the default)
     # seed 001's time-difference encoding: the time since each recent stream on DIN's keys
     "full_time_gaps": {"use_transformer": True, "use_target_attention": True, "m2v": True, "time_gaps": True},
+    # seed 001's fine-grained behaviour: the behaviour type (+ dwell bucket) of each recent stream / item token
+    "full_behaviour": {"use_transformer": True, "use_target_attention": True, "m2v": True, "behaviour_tokens": True},
+    "full_time_behaviour": {"use_transformer": True, "use_target_attention": True, "m2v": True, "time_gaps": True,
+                            "behaviour_tokens": True},
     # the task weights learned (Kendall et al. 2018) or set per epoch by DWA (Liu et al. 2019) instead of fixed
     "full_uncertainty": {"use_transformer": True, "use_target_attention": True, "m2v": True,
                          "train": {"loss_weights": "uncertainty"}},

@@ -65,6 +65,14 @@ bucket (a minute ago, an hour ago, ... a month ago): the attention can tell a st
 minute ago from one watched last week. Without ``user_streams_dt`` in the batch the keys are the
 plain embeddings.
 
+``behaviour_tokens=True`` (seed 001's fine-grained behaviour): each recent stream's key adds
+:math:`\mathbf{A}_{a_i} + \mathbf{W}_{w(\text{dwell}_i)}` — the deepest behaviour on it
+(``user_streams_act``: click, watch, item click, purchase in it) and a log-scale bucket of its
+total watch seconds, :math:`w(s) = 1 + \min(11, \lfloor \log_2(1 + s / 10) \rfloor)` (0: never
+watched) — and each of the user's item tokens adds :math:`\mathbf{A}_{a_j}` (item click or
+purchase, ``user_items_act``): a stream watched for an hour and bought from is not a stream
+clicked and left. Missing lists add nothing.
+
 ``position_towers=K`` (seed 004's per-position towers): the click tower of slot k (k < K; slots
 ≥ K share the last) is trained on the rows shown at slot k only; the slot-1 tower is the
 ``ctr`` tower, and serving and every debiased output use it — the click rate *had the stream been
@@ -96,12 +104,23 @@ from .target_attention import TargetAttention
 
 TASKS = ("ctr", "cvr", "stay")
 GAP_BUCKETS = 16                # time_gaps: log2 buckets of minutes, 1 .. 16 (0 = padding)
+N_ACTS = 5                      # behaviour_tokens: 0 padding, 1 click, 2 watch, 3 item click, 4 purchase
+DWELL_BUCKETS = 12              # behaviour_tokens: log2 buckets of 10 s of watch, 1 .. 12 (0 = none)
 
 
 def gap_bucket(dt: Tensor) -> Tensor:
     """Seconds ``[...]`` → bucket ``1 + min(15, floor(log2(1 + dt / 60)))`` (long ``[...]``)."""
     b = torch.floor(torch.log2(1.0 + dt.clamp(min=0).to(torch.float32) / 60.0))
     return (1 + b.clamp(max=GAP_BUCKETS - 1)).long()
+
+
+def dwell_bucket(seconds: Tensor) -> Tensor:
+    """Watch seconds ``[...]`` → 0 when none, else ``1 + min(11, floor(log2(1 + s / 10)))`` (long)."""
+    s = seconds.to(torch.float32)
+    b = 1 + torch.floor(torch.log2(1.0 + s.clamp(min=0) / 10.0)).clamp(max=DWELL_BUCKETS - 1)
+    return torch.where(s > 0, b, torch.zeros_like(b)).long()
+
+
 OUTPUT_KEYS = {"ctr": "ctr_logit", "cvr": "cvr_logit", "stay": "stay"}
 HEADS = ("mmoe", "shared_bottom")
 USER_SEQUENCE_BLOCKS = ("din", "bst")
@@ -145,6 +164,7 @@ class RankerConfig:
     time_gaps: bool = False                 # log-bucketed time since each recent stream, on DIN's keys (seed 001)
     user_sequence: str = "din"              # the block over the user's recent streams: "din" or "bst" (seed 000)
     position_towers: int = 0                # K > 1: a click tower per slot 1..K in training, slot 1's at serving (seed 004)
+    behaviour_tokens: bool = False          # behaviour type (+ dwell bucket) of each recent stream / item token (seed 001)
 
     def __post_init__(self):
         self.tasks = tuple(self.tasks)
@@ -238,6 +258,11 @@ class Ranker(nn.Module):
             in_dim += 2 * d                                                  # v, s ⊙ v
             if c.time_gaps:
                 self.gap_emb = nn.Embedding(GAP_BUCKETS + 1, d, padding_idx=0)   # row 0: no gap known
+        self.act_emb = self.dwell_emb = None
+        if c.behaviour_tokens and (c.use_target_attention or c.use_transformer):
+            self.act_emb = nn.Embedding(N_ACTS, d, padding_idx=0)                  # shared by stream and item tokens
+            if c.use_target_attention:
+                self.dwell_emb = nn.Embedding(DWELL_BUCKETS + 1, d, padding_idx=0)   # row 0: never watched
         self.position_emb = None
         if c.position_feature:
             self.position_emb = nn.Embedding(c.n_positions, d, padding_idx=0)          # row 0: no slot (serving)
@@ -277,7 +302,7 @@ class Ranker(nn.Module):
         # N(0, 1/d): id vectors of about unit norm, so no input part dominates the concatenation.
         std = 1.0 / math.sqrt(self.config.d_model)
         for emb in (self.user_emb, self.stream_emb, self.item_emb, self.category_emb, self.leaf_emb,
-                    self.position_emb, self.gap_emb):
+                    self.position_emb, self.gap_emb, self.act_emb, self.dwell_emb):
             if emb is not None:
                 _init_embedding(emb, std)
         for m in (self.dense_proj, self.m2v_user, self.m2v_stream, self.item_vec_proj, self.sequence, self.target_attention,
@@ -343,7 +368,11 @@ class Ranker(nn.Module):
             if "user_items" in batch:
                 ids = batch["user_items"]                                            # [B, Lu]
                 dt = batch.get("user_items_dt")
-                tokens.append(self.sequence.embed_tokens(self.embed_items(ids), USER_TYPE, dt))  # [B, Lu, d]
+                e = self.embed_items(ids)                                            # [B, Lu, d]
+                act = batch.get("user_items_act")
+                if self.act_emb is not None and act is not None:
+                    e = e + self.act_emb(act.clamp(0, N_ACTS - 1) * (ids > 0))
+                tokens.append(self.sequence.embed_tokens(e, USER_TYPE, dt))          # [B, Lu, d]
                 masks.append(ids > 0)
             h, mask = self.sequence.encode(tokens, masks)                            # [B, T, d], [B, T]
             parts.append(self.sequence.pool(h, mask))                                # [B, 2d]
@@ -355,6 +384,11 @@ class Ranker(nn.Module):
                 dt = batch.get("user_streams_dt")
                 if self.gap_emb is not None and dt is not None:
                     keys = keys + self.gap_emb(gap_bucket(dt) * (ids > 0))           # [B, Ls, d]
+                act, dwell = batch.get("user_streams_act"), batch.get("user_streams_dwell")
+                if self.act_emb is not None and act is not None:
+                    keys = keys + self.act_emb(act.clamp(0, N_ACTS - 1) * (ids > 0))  # [B, Ls, d]
+                if self.dwell_emb is not None and dwell is not None:
+                    keys = keys + self.dwell_emb(dwell_bucket(dwell) * (ids > 0))     # [B, Ls, d]
                 v = self.target_attention(stream, keys, ids > 0)                     # [B, d]
             else:
                 v = zeros

@@ -9,8 +9,10 @@ from feature_repo.features import (FEATURE_COLUMNS, GBDT_FEATURE_REFS, RECENT_TS
 
 def test_sequence_refs_are_not_gbdt_features():
     assert SEQUENCE_REFS == ["user_recent:recent_items", "user_recent:recent_streams", "stream_realtime:rt_items",
-                             "user_recent:recent_stream_ts"]
-    assert SEQUENCE_COLUMNS == ["recent_items", "recent_streams", "rt_items", "recent_stream_ts"]
+                             "user_recent:recent_stream_ts", "user_recent:recent_stream_acts",
+                             "user_recent:recent_stream_dwell", "user_recent:recent_item_acts"]
+    assert SEQUENCE_COLUMNS == ["recent_items", "recent_streams", "rt_items", "recent_stream_ts",
+                                "recent_stream_acts", "recent_stream_dwell", "recent_item_acts"]
     lists = {f"{v}:{n}" for v in VIEW_FEATURES for n, dt in VIEW_FEATURES[v] if dt == "int64_list"}
     assert lists == set(SEQUENCE_REFS) | {SCHEDULE_REF} and RECENT_TS_REFS[1] in SEQUENCE_REFS
     assert SCHEDULE_REF not in GBDT_FEATURE_REFS and RECENT_TS_REFS[1] not in GBDT_FEATURE_REFS
@@ -43,7 +45,8 @@ def test_expire_lists():
     pd.testing.assert_frame_equal(frame, before)                                     # input untouched
     # no rt_epoch column at all: rt_items reads [] (like the counters: no row)
     assert expire_lists(frame.drop(columns=["rt_epoch"]))["rt_items"].tolist() == [[]] * 7
-    assert expire_lists(frame.iloc[:0]).columns.tolist()[-2:] == ["recent_streams", "recent_stream_ts"]
+    assert expire_lists(frame.iloc[:0]).columns.tolist()[-5:] == ["recent_streams", "recent_stream_ts", "recent_stream_acts",
+                                                                  "recent_stream_dwell", "recent_item_acts"]
 
 
 def test_derive_features_numeric_outputs_ignore_the_lists():

@@ -103,6 +103,7 @@ def test_training_frame_lists_are_point_in_time(tmp_path):
         ("old", 2, m(-40), "item_click", 9, 500, None, None, None, None),   # 40 min before T
         ("i0", 2, m(-20), "impression", 9, None, None, None, None, None),
         ("c", 1, m(-5), "click", 9, None, None, None, None, None),
+        ("w", 1, m(-4.5), "watch", 9, None, None, None, None, 120.0),       # 120 s of watch
         ("a", 2, m(-2), "item_click", 9, 501, None, None, None, None),     # 2 min before T
         ("b", 1, m(-1.9), "purchase", 9, 502, None, None, None, 5.0),
         ("i1", 1, m(0), "impression", 9, None, None, None, None, None),
@@ -116,19 +117,26 @@ def test_training_frame_lists_are_point_in_time(tmp_path):
     labels = impression_labels(ev, streams)
     plain = training_frame(settings, labels)
     frame = training_frame(settings, labels, lists=True)
-    assert list(frame.columns) == list(plain.columns) + ["recent_items", "recent_streams", "rt_items", "recent_stream_ts"]
+    lists = ["recent_items", "recent_streams", "rt_items", "recent_stream_ts", "recent_stream_acts",
+             "recent_stream_dwell", "recent_item_acts"]
+    assert list(frame.columns) == list(plain.columns) + lists
     pd.testing.assert_frame_equal(frame[list(plain.columns)], plain)           # lists=False: unchanged
     pd.testing.assert_frame_equal(training_frame(settings, labels, lists=True, chunk_rows=2), frame)
     row = frame.set_index("event_id")
     assert row.loc["i0", "rt_items"] == [500] and row.loc["i0", "recent_items"] == [500]
     assert row.loc["i1", "rt_items"] == [502, 501]            # 500 is 40 min old; 504/503 not yet
     assert row.loc["i1", "recent_items"] == [502] and row.loc["i1", "recent_streams"] == [9]
-    assert row.loc["i1", "recent_stream_ts"] == [int(m(-5).timestamp())]     # the click's time: the ranker's time gap
+    assert row.loc["i1", "recent_stream_ts"] == [int(m(-4.5).timestamp())]   # the latest watch: the ranker's time gap
+    # the behaviour tokens: the purchase in stream 9 deepens it (click → watch → purchase), 120 s watched
+    assert row.loc["i0", "recent_stream_acts"] == [] and row.loc["i0", "recent_item_acts"] == [3]
+    assert row.loc["i1", "recent_stream_acts"] == [4] and row.loc["i1", "recent_stream_dwell"] == [120]
+    assert row.loc["i1", "recent_item_acts"] == [4]
+    assert row.loc["i3", "recent_item_acts"] == [3, 4]        # 503 clicked at T+1m (before T+3m), 502 bought
     assert row.loc["i2", "rt_items"] == [504, 502, 501]       # row stamped T+1m: 503 (at T+1m) absent
     assert row.loc["i2", "recent_items"] == [502]
     assert row.loc["i3", "rt_items"] == [503, 504, 502, 501] and row.loc["i3", "recent_items"] == [503, 502]
     assert row.loc["i4", "rt_items"] == [] and row.loc["i4", "recent_items"] == [503, 502]
-    for c in ("recent_items", "recent_streams", "rt_items", "recent_stream_ts"):
+    for c in lists:
         assert all(isinstance(v, list) and all(type(x) is int for x in v) for v in frame[c]), c
 
     # the serving expiry applies in training too: a row older than 30 min (the log ends at T+10m,
