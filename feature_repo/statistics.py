@@ -581,8 +581,7 @@ def _recent_view(ev: pd.DataFrame, *, b_us: int, origin_us: int, t_end: int) -> 
     """
     view = "user_recent"
     typ = ev["type"].to_numpy()
-    has_s = ev["stream_id"].notna().to_numpy()
-    is_s = np.isin(typ, STREAM_ACTIONS) & has_s
+    is_s = np.isin(typ, STREAM_ACTIONS) & ev["stream_id"].notna().to_numpy()
     is_i = np.isin(typ, ITEM_ACTIONS) & ev["item_id"].notna().to_numpy()
     sel = is_s | is_i
     if not sel.any():
@@ -590,11 +589,10 @@ def _recent_view(ev: pd.DataFrame, *, b_us: int, origin_us: int, t_end: int) -> 
     k = (ev["us"].to_numpy() - origin_us) // b_us
     act = pd.Series(typ).map(ACT_CODES).fillna(0).to_numpy(dtype=np.int64)
     watch_s = np.where(typ == "watch", np.maximum(ev["value"].to_numpy(dtype=np.float64), 0.0), 0.0)
+    sid = ev["stream_id"].fillna(-1).to_numpy(dtype=np.int64)[sel]
     sub = pd.DataFrame({"user_id": ev["user_id"].to_numpy()[sel], "k": k[sel], "us": ev["us"].to_numpy()[sel],
-                        "is_s": is_s[sel], "act": act[sel], "watch_s": watch_s[sel],
-                        "sid": ev["stream_id"].fillna(-1).to_numpy(dtype=np.int64)[sel],
-                        "obj": np.where(is_s[sel], ev["stream_id"].fillna(-1).to_numpy(dtype=np.int64)[sel],
-                                        ev["item_id"].fillna(-1).to_numpy(dtype=np.int64)[sel])})
+                        "is_s": is_s[sel], "act": act[sel], "watch_s": watch_s[sel], "sid": sid,
+                        "obj": np.where(is_s[sel], sid, ev["item_id"].fillna(-1).to_numpy(dtype=np.int64)[sel])})
     sub = sub[sub["k"] < t_end]
     sub = sub.sort_values(["user_id", "us"], kind="stable")
     users, ks, flags, objs, uss, acts, secs, sids = (sub[c].tolist() for c in
