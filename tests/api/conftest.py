@@ -12,6 +12,7 @@ import pytest
 OFFLINE_STREAM = 9999          # in the catalog, never live, no statistics
 N_USERS = 60
 N_ALWAYS_LIVE = 10
+PER_CATEGORY_LIVE = 3
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +41,12 @@ def make_world(home):
                               requests_per_day=150, end=end))
     ingest_source(settings, data, progress=False)
     # the simulator's broadcasts follow the time of day (24 streams: only 3–4 live around 00:00
-    # UTC), and the tests run at any hour: broadcasts of streams 1..N_ALWAYS_LIVE cover the whole run
-    always = pd.DataFrame({"stream_id": np.arange(1, N_ALWAYS_LIVE + 1),
+    # UTC), and the tests run at any hour: broadcasts of streams 1..N_ALWAYS_LIVE cover the whole run,
+    # and so do PER_CATEGORY_LIVE streams of every category (the page re-ranker's diversity rules,
+    # at most 3 of one category in the top 10, need the live set to span the categories at any hour)
+    cats = data.streams.sort_values("stream_id").groupby("category")["stream_id"].head(PER_CATEGORY_LIVE)
+    always = np.union1d(np.arange(1, N_ALWAYS_LIVE + 1), cats.to_numpy())
+    always = pd.DataFrame({"stream_id": always,
                            "start_ts": pd.Timestamp(end) - pd.Timedelta(hours=1),
                            "end_ts": pd.Timestamp(end) + pd.Timedelta(hours=49)})
     upsert_catalog(settings.database_url,
