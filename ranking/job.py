@@ -61,7 +61,14 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
         from .item_vectors import read_item_vectors
         item_vectors = read_item_vectors(vectors_file)
         vectors_file = [str(vectors_file), hashlib.sha1(item_vectors[1].tobytes()).hexdigest()[:8]]
+    fusion = getattr(settings, "fusion", "fixed")
+    fusion_cfg = None
+    if fusion != "fixed":
+        from .fusion import FusionConfig
+        fusion_cfg = FusionConfig(utility=settings.fusion_utility_weights, personalised=fusion == "personalised",
+                                  seed=cfg.seed)
     fingerprint = hashlib.sha1(json.dumps([asdict(cfg), ranker_overrides or {}, position_curve]
+                                          + ([asdict(fusion_cfg)] if fusion_cfg else [])
                                           + ([vectors_file] if vectors_file else []), sort_keys=True,
                                           default=str).encode()).hexdigest()[:8]
     key = training_key(url, end) + f"#{fingerprint}"
@@ -131,7 +138,14 @@ def train_and_register_ranker(settings, *, end: Optional[datetime] = None, valid
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         version = f"{stamp}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
         path = Path(settings.artifact_dir) / "models" / MODEL_NAME / version
+        if fusion_cfg is not None:              # the ranker frozen: its task scores' weights from the logged utility
+            from .fusion import fit_for_ranker, save_fusion
+            net, fhist = fit_for_ranker(model, inputs, fit_df, stop_df, fusion_cfg, progress=progress)
+            metrics["fusion"] = {"kind": fusion, "utility": fusion_cfg.utility, "weights": fhist["weights"],
+                                 "stop_loss_fixed": fhist["initial_stop_loss"], "stop_loss": fhist["best_stop_loss"]}
         save_ranker(model, inputs, path, history=history, metrics=metrics)
+        if fusion_cfg is not None:
+            save_fusion(net, path, config=fusion_cfg)
         report = write_report(path / "report", model, inputs, valid, history, metrics, truth=truth)
         current = active_model(url, MODEL_NAME)
         ok, why, versus = head_to_head(metrics, valid, current)

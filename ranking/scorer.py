@@ -13,7 +13,10 @@ outputs → one score by objective fusion::
     score = w_ctr · log pCTR + w_cvr · log pCVR + w_stay · log(1 + stay seconds)
 
 i.e. the weighted product pCTR^w_ctr · pCVR^w_cvr · (1 + stay)^w_stay, with weights per page
-(``fusion = {"default": {...}, "<page>": {...}}``; tasks the model lacks are skipped).
+(``fusion = {"default": {...}, "<page>": {...}}``; tasks the model lacks are skipped). A version
+trained with a personalised fusion network (``ranking.fusion``, ``fusion_net.pt`` in its directory)
+takes the weights from the user's features instead, on every page: ``score = Σ_t w_t(user) · f_t``
+with the same three task scores (an explicit ``fusion=`` given to :meth:`RankerScorer.load` wins).
 
 Candidate cache: the stream-side part of the model input that only depends on the model version
 (stream id, category, Metapath2vec vector, core products: ``Ranker.encode_candidates``) is
@@ -53,13 +56,14 @@ class RankerScorer:
     """Biasnet-free ranker + its input pipeline + fusion weights (one registry version)."""
 
     def __init__(self, model, inputs, *, fusion: Optional[dict] = None, version: Optional[str] = None,
-                 cache_candidates: bool = True):
+                 cache_candidates: bool = True, fusion_net=None):
         if getattr(model, "biasnet", None) is not None:
             raise ValueError("the scorer takes the serving form: call Ranker.without_biasnet() first "
                              "(or RankerScorer.from_trained)")
         self.model = model.eval()
         self.inputs = inputs
         self.fusion = dict(fusion or DEFAULT_FUSION)
+        self.fusion_net = fusion_net.eval() if fusion_net is not None else None
         self.version = version
         self.cache_candidates = cache_candidates
         self._cache: dict = {}            # (stream, category) key -> row of self._table
@@ -104,8 +108,13 @@ class RankerScorer:
                 log.warning("graph version %s has dim %d, ranker %s takes %d: serving its saved vectors",
                             graph_vectors.meta.get("version"), graph_vectors.dim, Path(path).name,
                             inputs.m2v_user.shape[1])
-        fusion = kw.pop("fusion", None) or meta.get("fusion") or None
-        return cls(model.without_biasnet(), inputs, fusion=fusion, version=Path(path).name, **kw)
+        fusion = kw.pop("fusion", None)
+        fusion_net = None
+        if fusion is None:
+            from .fusion import load_fusion
+            fusion_net = load_fusion(path)
+        fusion = fusion or meta.get("fusion") or None
+        return cls(model.without_biasnet(), inputs, fusion=fusion, version=Path(path).name, fusion_net=fusion_net, **kw)
 
     # ------------------------------------------------------------------ candidate cache
     def _candidates(self, batch: dict):
@@ -182,8 +191,20 @@ class RankerScorer:
             return np.zeros(0)
         if page is None and "page" in frame.columns and len(frame):
             page = str(frame["page"].iloc[0])
+        out = self.outputs(frame)
+        if self.fusion_net is not None:
+            return self.fused_by_network(frame, out)
         weights = self.fusion.get(page or "default", self.fusion.get("default", {"ctr": 1.0}))
-        return fuse(self.outputs(frame), weights)
+        return fuse(out, weights)
+
+    def fused_by_network(self, frame: pd.DataFrame, out: dict) -> np.ndarray:
+        """Σ_t w_t(user) · f_t: the personalised fusion network's weights from the rows' user features."""
+        import torch
+        from .fusion import task_matrix
+        net = self.fusion_net
+        f = task_matrix(out["p_ctr"], out.get("p_cvr"), out.get("stay_s"), tasks=net.tasks)
+        with torch.inference_mode():
+            return net.score(net.features(frame), torch.as_tensor(f, dtype=torch.float32)).double().numpy()
 
 
 __all__ = ["RankerScorer", "fuse", "DEFAULT_FUSION"]

@@ -46,6 +46,9 @@ class Settings:
     slate_model: str = ""                    # STREAMRANK_SLATE_MODEL: a trained policy.slate_model file (empty: ranker scores)
     item_vectors: str = ""                   # STREAMRANK_ITEM_VECTORS: item_id → vector file the ranker's item tokens take
                                              #   (ranking/item_vectors.py: .npz / .parquet / .csv; empty: none)
+    fusion: str = "fixed"                    # STREAMRANK_FUSION: fixed | personalised | global (ranking/fusion.py:
+                                             #   the task weights from the user's features, or one fitted vector)
+    fusion_utility: str = "click=1,purchase=1,stay_min=1"   # STREAMRANK_FUSION_UTILITY: what the fusion maximises
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -75,8 +78,29 @@ class Settings:
             raise ValueError("STREAMRANK_RANDOMISE_TOP must be >= 2 and STREAMRANK_EXPLORE_COLD_BELOW >= 0")
         if self.rerank_width < 0 or self.rerank_top < 1 or self.rerank_max_per_category < 0:
             raise ValueError("STREAMRANK_RERANK_WIDTH and _MAX_PER_CATEGORY must be >= 0 and STREAMRANK_RERANK_TOP >= 1")
+        if self.fusion not in ("fixed", "personalised", "global"):
+            raise ValueError(f"STREAMRANK_FUSION must be fixed, personalised or global, got {self.fusion!r}")
+        self.fusion_utility_weights              # a malformed STREAMRANK_FUSION_UTILITY fails here, not in a job
         if not (self.feast_online == "sqlite" or self.feast_online.startswith(("redis://", "rediss://"))):
             raise ValueError(f"STREAMRANK_FEAST_ONLINE must be 'sqlite' or a redis:// URL, got {self.feast_online!r}")
+
+    @property
+    def fusion_utility_weights(self) -> dict:
+        """STREAMRANK_FUSION_UTILITY as {click, purchase, stay_min} weights (missing ones: 0)."""
+        out = {}
+        for part in filter(None, (p.strip() for p in self.fusion_utility.split(","))):
+            name, _, value = part.partition("=")
+            name = name.strip()
+            try:
+                out[name] = float(value)
+            except ValueError:
+                out[name] = None
+            if name not in ("click", "purchase", "stay_min") or out[name] is None or out[name] < 0:
+                raise ValueError("STREAMRANK_FUSION_UTILITY must be 'click=A,purchase=B,stay_min=C' with "
+                                 f"non-negative numbers, got {self.fusion_utility!r}")
+        if not any(out.values()):
+            raise ValueError(f"STREAMRANK_FUSION_UTILITY needs one positive weight, got {self.fusion_utility!r}")
+        return out
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "Settings":
