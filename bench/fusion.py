@@ -10,7 +10,9 @@ ranking.versions) is trained once; then, the ranker frozen, on the same fit / ea
 * ``fixed`` — the product's default weights (ranking.scorer.DEFAULT_FUSION: ctr 1, cvr 0.3, stay 0.2),
 * ``global`` — one weight vector for every user, fitted with the fusion network's listwise loss
   on the logged utility (``FusionConfig(personalised=False)``),
-* ``personalised`` — the fusion network: the user's ``u_*`` statistics → the weights.
+* ``personalised`` — the fusion network: the user's ``u_*`` statistics → the weights,
+* ``expected`` — a reference, not a fusion the product serves: the ranker's own predictions
+  combined as the expected utility, pCTR · (a + b · pCVR + c · predicted stay / 60).
 
 Metrics on the test requests (the last 20 % of the impressions by time), with the world's planted
 truth: the true expected utility of an impression if examined,
@@ -108,7 +110,10 @@ def main(argv=None) -> int:
         model, inputs, _, _, _ = run_ours(task, "full", seed, gbdt, emb, args.epochs)
         fit = task.fit[task.fit["ts"] >= task.graph_cut].reset_index(drop=True)     # the ranker's own fit rows
         _, tf = ranker_task_matrix(model, inputs, test)
-        scores = {"fixed": tf @ fixed}
+        # reference: the ranker's own predicted expected utility, E[U] = pCTR · (a + b · pCVR + c · stay / 60)
+        p = np.exp(tf)
+        scores = {"fixed": tf @ fixed,
+                  "expected": p[:, 0] * (a + b * p[:, 1] + c * np.expm1(tf[:, 2]) / 60.0)}
         info = {}
         for name, personalised in (("global", False), ("personalised", True)):
             t1 = time.perf_counter()
