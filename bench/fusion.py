@@ -7,7 +7,7 @@ weight vector vs the personalised fusion network (ranking.fusion).
 Per training seed: the product's V4 ranker (``full``, bench/quality.py's harness:
 ranking.versions) is trained once; then, the ranker frozen, on the same fit / early-stopping rows
 
-* ``fixed`` — the product's default weights (ranking.scorer.DEFAULT_FUSION: ctr 1, cvr 0.3, stay 0.2),
+* ``fixed`` — the product's default weights (ranking.objectives.DEFAULT_FUSION: ctr 1, cvr 0.3, stay 0.2),
 * ``global`` — one weight vector for every user, fitted with the fusion network's listwise loss
   on the logged utility (``FusionConfig(personalised=False)``),
 * ``personalised`` — the fusion network: the user's ``u_*`` statistics → the weights,
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     import torch
     from ranking.evaluate import ndcg_at_k
     from ranking.fusion import FusionConfig, fit_for_ranker, ranker_task_matrix
-    from ranking.scorer import DEFAULT_FUSION
+    from ranking.objectives import DEFAULT_FUSION
     torch.set_num_threads(THREADS)
     os.environ.setdefault("STREAMRANK_HOME", tempfile.mkdtemp(prefix="streamrank-fusion-"))
     a, b, c = (float(v) for v in args.utility.split(","))

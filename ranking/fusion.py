@@ -1,6 +1,6 @@
 """A personalised objective-fusion network: the user's features → the weights of the task scores.
 
-The fixed fusion (``ranking.scorer.fuse``) ranks by one weighted sum of the task scores for every
+The fixed fusion (``ranking.objectives.fuse``) ranks by one weighted sum of the task scores for every
 user::
 
     s_i = w_ctr · log pCTR_i + w_cvr · log pCVR_i + w_stay · log(1 + stay_i)
@@ -13,7 +13,7 @@ fusion network (seed 001's "personalised fusion") makes the weights a function o
 with ``x_u`` the user's point-in-time Feast statistics (the ``u_*`` columns of ``user_stats``,
 signed-log and standardised on the training rows), so every weight stays ≥ 0: the score is
 monotone in each task, as with fixed weights. At initialisation ``W₂ = 0`` and ``b`` gives the
-fixed weights (:data:`ranking.scorer.DEFAULT_FUSION`): training starts from the product's default.
+fixed weights (:data:`ranking.objectives.DEFAULT_FUSION`): training starts from the product's default.
 
 Training (:func:`train_fusion`, the ranker frozen): each logged request is a list; the loss is the
 listwise softmax cross-entropy (ListNet, Cao et al. 2007) against the request's LOGGED utility::
@@ -43,11 +43,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .objectives import DEFAULT_FUSION, PROB_EPS, task_terms
+
 log = logging.getLogger(__name__)
 
 FUSION_TASKS = ("ctr", "cvr", "stay")
 FUSION_FILE = "fusion_net.pt"
-_EPS = 1e-7
 
 
 @dataclass
@@ -78,16 +79,12 @@ def user_columns(columns) -> list[str]:
 
 
 def task_matrix(p_ctr, p_cvr=None, stay_s=None, tasks=FUSION_TASKS) -> np.ndarray:
-    """[N, T] task scores as :func:`ranking.scorer.fuse` sums them: log pCTR, log pCVR, log1p stay s."""
-    cols = {"ctr": np.log(np.clip(np.asarray(p_ctr, dtype=float), _EPS, 1.0))}
-    if p_cvr is not None:
-        cols["cvr"] = np.log(np.clip(np.asarray(p_cvr, dtype=float), _EPS, 1.0))
-    if stay_s is not None:
-        cols["stay"] = np.log1p(np.maximum(np.asarray(stay_s, dtype=float), 0.0))
-    missing = [t for t in tasks if t not in cols]
+    """[N, T] task terms as the fixed fusion sums them (:func:`ranking.objectives.task_terms`)."""
+    terms = task_terms(p_ctr, p_cvr, stay_s)
+    missing = [t for t in tasks if t not in terms]
     if missing:
         raise ValueError(f"the fusion needs the task scores {missing} (the ranker lacks those towers)")
-    return np.stack([cols[t] for t in tasks], axis=1)
+    return np.stack([terms[t] for t in tasks], axis=1)
 
 
 def logged_utility(frame: pd.DataFrame, utility: dict) -> np.ndarray:
@@ -110,7 +107,7 @@ class FusionNet(nn.Module):
         super().__init__()
         self.feature_cols, self.tasks = list(feature_cols), tuple(tasks)
         self.hidden, self.personalised = int(hidden), bool(personalised)
-        self.init_weights = dict(init_weights or {"ctr": 1.0, "cvr": 0.3, "stay": 0.2})
+        self.init_weights = dict(init_weights or DEFAULT_FUSION["default"])
         F, T = len(self.feature_cols), len(self.tasks)
         self.register_buffer("mean", torch.zeros(F))
         self.register_buffer("std", torch.ones(F))
@@ -183,7 +180,7 @@ def _lists(frame: pd.DataFrame, f: np.ndarray, x: torch.Tensor, target: np.ndarr
 def _listwise_loss(net: FusionNet, x, F, Y, M) -> torch.Tensor:
     w = net(x)                                              # [G, T]
     s = (F * w[:, None, :]).sum(-1).masked_fill(~M, -1e9)   # [G, L]
-    return -(Y * torch.log_softmax(s, dim=1)).sum() / Y.sum().clamp(min=_EPS)
+    return -(Y * torch.log_softmax(s, dim=1)).sum() / Y.sum().clamp(min=PROB_EPS)
 
 
 def train_fusion(fit: pd.DataFrame, fit_f: np.ndarray, stop: pd.DataFrame, stop_f: np.ndarray,

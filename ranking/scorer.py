@@ -34,22 +34,12 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from .objectives import DEFAULT_FUSION, fuse
+
 log = logging.getLogger(__name__)
 
 # the candidate-side inputs that depend on the model version only (rt_items changes every second)
 STATIC_CANDIDATE_KEYS = ("stream_id", "category", "m2v_stream", "core_items")
-DEFAULT_FUSION = {"default": {"ctr": 1.0, "cvr": 0.3, "stay": 0.2}}
-_EPS = 1e-7
-
-
-def fuse(outputs: dict, weights: dict) -> np.ndarray:
-    """Weighted product of the task scores, in log space (monotone in each task)."""
-    score = float(weights.get("ctr", 1.0)) * np.log(np.clip(outputs["p_ctr"], _EPS, 1.0))
-    if "p_cvr" in outputs and weights.get("cvr"):
-        score = score + float(weights["cvr"]) * np.log(np.clip(outputs["p_cvr"], _EPS, 1.0))
-    if "stay_s" in outputs and weights.get("stay"):
-        score = score + float(weights["stay"]) * np.log1p(np.maximum(outputs["stay_s"], 0.0))
-    return score
 
 
 class RankerScorer:
